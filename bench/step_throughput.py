@@ -1,0 +1,111 @@
+"""Throughput of one contrastive-unlearning step against a plain cross-entropy step.
+
+Both steps see the same total batch (forget + retain images), run forward + backward + SGD
+step on the same model, and are timed alternately over several rounds; the script reports the
+median images/s of each and their ratio (issue: contrastive >= 90% of cross-entropy).
+
+    python bench/step_throughput.py --model small_cnn --input 1x28x28 --forget 128 --retain 128
+
+Writes a JSON record with the machine, settings and numbers when --out is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from conun.engine.device import prepare_model, to_device
+from conun.methods.base import UnlearningBatch
+from conun.methods.contrastive import ContrastiveUnlearning
+from conun.models import build_model
+from conun.reproducibility import versions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--input", default="1x28x28", help="C x H x W")
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--forget", type=int, default=128)
+    parser.add_argument("--retain", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timing round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    shape = tuple(int(v) for v in args.input.split("x"))
+    torch.manual_seed(0)
+    model = build_model(args.model, num_classes=args.classes, input_shape=shape)  # type: ignore[arg-type]
+    prepare_model(model, torch.device("cpu"), channels_last=args.channels_last)
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    total = args.forget + args.retain
+    images = to_device(
+        torch.randn(total, *shape), torch.device("cpu"), channels_last=args.channels_last
+    )
+    labels = torch.randint(0, args.classes, (total,))
+    method = ContrastiveUnlearning.for_scenario("sample", {})
+    batch = UnlearningBatch(
+        images[: args.forget], labels[: args.forget], images[args.forget :], labels[args.forget :]
+    )
+
+    def cross_entropy_step() -> None:
+        loss = F.cross_entropy(model(images), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    def contrastive_step() -> None:
+        loss = method.loss(model, batch).total
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    def images_per_second(step) -> float:  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        return args.steps * total / (time.perf_counter() - started)
+
+    for step in (cross_entropy_step, contrastive_step):  # warm-up
+        images_per_second(step)
+    rates: dict[str, list[float]] = {"cross_entropy": [], "contrastive": []}
+    for _ in range(args.rounds):  # alternate so that machine noise hits both alike
+        rates["cross_entropy"].append(images_per_second(cross_entropy_step))
+        rates["contrastive"].append(images_per_second(contrastive_step))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    ratios = [c / e for c, e in zip(rates["contrastive"], rates["cross_entropy"], strict=True)]
+    record = {
+        "command": "python bench/step_throughput.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k != "out" and v is not None
+        ),
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+        "versions": versions(),
+        "images_per_second_median": medians,
+        "ratio_median": statistics.median(ratios),
+        "ratio_per_round": ratios,
+    }
+    print(json.dumps(record, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""conun: contrastive unlearning for PyTorch classifiers, with the baselines and audits to judge it.
+
+The practitioner's entry point is :func:`unlearn`; the researcher's is the ``conun`` command.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from conun.api import UnlearnResult, unlearn  # noqa: E402
+from conun.evaluation.accuracy import accuracy, evaluate_split  # noqa: E402
+from conun.reproducibility import seed_everything  # noqa: E402
+
+__all__ = [
+    "UnlearnResult",
+    "__version__",
+    "accuracy",
+    "evaluate_split",
+    "seed_everything",
+    "unlearn",
+]

@@ -1,0 +1,5 @@
+"""``python -m conun`` (also what torchrun launches)."""
+
+from conun.cli import main
+
+main()

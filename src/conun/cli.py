@@ -1,0 +1,309 @@
+"""The ``conun`` command line: parse, build a validated config, call one library function.
+
+    conun train    --dataset D --model M [--epochs E] [--seed S] --out DIR
+    conun unlearn  --checkpoint CKPT --method NAME (--forget-class C | --forget-samples N |
+                   --forget-fraction F | --forget-ids FILE) [--with-reference] --out DIR
+    conun evaluate --checkpoint CKPT [forget options] --out DIR
+    conun demo     [--dataset digits] [--out DIR]
+
+Every command takes ``--config FILE.yaml`` and repeated ``--set key.sub=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from conun.config import (
+    TrainConfig,
+    UnlearnConfig,
+    build_config,
+    preset_path,
+    read_yaml,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InputError(click.ClickException):
+    """Bad input found before any work: printed as ``Error: ...``, exit status 2."""
+
+    exit_code = 2
+
+
+def _handle_errors(command: F) -> F:
+    """Turn the library's validation errors into one clear line and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            raise InputError(str(error)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _common_options(command: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file."
+            ),
+            click.option(
+                "--set",
+                "overrides",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Override a config key (repeatable), e.g. --set optimizer.lr=0.01.",
+            ),
+            click.option("--quiet", is_flag=True, help="No progress bars, warnings only."),
+            click.option("--force", is_flag=True, help="Overwrite an earlier run in --out."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _forget_options(command: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--forget-class",
+                "forget_classes",
+                type=int,
+                multiple=True,
+                help="Forget every training sample of this class (repeatable).",
+            ),
+            click.option(
+                "--forget-samples",
+                type=int,
+                help="Forget this many random training samples (seeded).",
+            ),
+            click.option(
+                "--forget-fraction",
+                type=float,
+                help="Forget this fraction of the training samples (seeded).",
+            ),
+            click.option(
+                "--forget-ids",
+                type=click.Path(dir_okay=False),
+                help="File of training-set indices to forget: one per line, or a JSON list.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _forget_spec(
+    forget_classes: tuple[int, ...],
+    forget_samples: int | None,
+    forget_fraction: float | None,
+    forget_ids: str | None,
+    *,
+    required: bool,
+) -> Any:
+    from conun.engine.runs import ForgetSpec
+
+    if not required and not (forget_classes or forget_samples or forget_fraction or forget_ids):
+        return None
+    return ForgetSpec(
+        classes=tuple(forget_classes),
+        num_samples=forget_samples,
+        fraction=forget_fraction,
+        ids_file=forget_ids,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="conun")
+def main() -> None:
+    """conun: contrastive unlearning for PyTorch classifiers."""
+
+
+@main.command()
+@click.option("--dataset", help="Registered dataset (default: digits).")
+@click.option("--model", help="Registered model (default: small_cnn).")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--seed", type=int, help="Seed of initialisation, batch order and validation split.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset's files are.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@_common_options
+@_handle_errors
+def train(
+    dataset: str | None,
+    model: str | None,
+    epochs: int | None,
+    seed: int | None,
+    data_dir: str | None,
+    out: str,
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Train an original model: writes OUT/checkpoint.safetensors, config.yaml, results.json."""
+    from conun.engine.runs import describe, train_original
+
+    _setup_logging(quiet)
+    user = read_yaml(config_file) if config_file else {}
+    flags = {
+        key: value
+        for key, value in {
+            "dataset": dataset,
+            "model": model,
+            "epochs": epochs,
+            "seed": seed,
+            "data_dir": data_dir,
+        }.items()
+        if value is not None
+    }
+    chosen_dataset = flags.get("dataset") or user.get("dataset") or "digits"
+    preset = preset_path("train", str(chosen_dataset))
+    config = build_config(
+        TrainConfig, [read_yaml(preset) if preset else None, user, flags], overrides
+    )
+    trained = train_original(config, out, quiet=quiet, force=force)
+    click.echo(describe(trained.results))
+    click.echo(f"wrote {Path(out) / 'checkpoint.safetensors'}")
+
+
+@main.command()
+@click.option(
+    "--checkpoint", required=True, type=click.Path(), help="Checkpoint file or run directory."
+)
+@click.option("--method", help="Registered unlearning method (default: contrastive).")
+@_forget_options
+@click.option("--seed", type=int, help="Seed of the random draws of the run.")
+@click.option(
+    "--with-reference",
+    is_flag=True,
+    help="Also run original and retrain into the same results.json.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@_common_options
+@_handle_errors
+def unlearn(
+    checkpoint: str,
+    method: str | None,
+    forget_classes: tuple[int, ...],
+    forget_samples: int | None,
+    forget_fraction: float | None,
+    forget_ids: str | None,
+    seed: int | None,
+    with_reference: bool,
+    out: str,
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Unlearn a forget request from a checkpoint."""
+    from conun.engine.runs import describe, unlearn_checkpoint
+
+    _setup_logging(quiet)
+    spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=True)
+    flags = {k: v for k, v in {"method": method, "seed": seed}.items() if v is not None}
+    user = read_yaml(config_file) if config_file else {}
+    chosen = flags.get("method") or user.get("method") or "contrastive"
+    preset = preset_path("unlearn", f"{chosen}-{spec.scenario}")
+    config = build_config(
+        UnlearnConfig, [read_yaml(preset) if preset else None, user, flags], overrides
+    )
+    results = unlearn_checkpoint(
+        checkpoint, spec, config, out, with_reference=with_reference, quiet=quiet, force=force
+    )
+    click.echo(describe(results))
+
+
+@main.command()
+@click.option(
+    "--checkpoint", required=True, type=click.Path(), help="Checkpoint file or run directory."
+)
+@_forget_options
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of a random forget draw."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--quiet", is_flag=True, help="Warnings only.")
+@click.option("--force", is_flag=True, help="Overwrite an earlier results.json in --out.")
+@_handle_errors
+def evaluate(
+    checkpoint: str,
+    forget_classes: tuple[int, ...],
+    forget_samples: int | None,
+    forget_fraction: float | None,
+    forget_ids: str | None,
+    seed: int,
+    out: str,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Evaluate a checkpoint on every split (of the forget request given, or its own)."""
+    from conun.engine.runs import describe, evaluate_checkpoint
+
+    _setup_logging(quiet)
+    spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
+    click.echo(describe(evaluate_checkpoint(checkpoint, spec, out, seed=seed, force=force)))
+
+
+@main.command()
+@click.option("--dataset", default="digits", show_default=True, help="Registered dataset.")
+@click.option("--forget-class", default=5, show_default=True, help="Class for the class request.")
+@click.option(
+    "--forget-fraction", default=0.05, show_default=True, help="Fraction for the sample request."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of everything.")
+@click.option(
+    "--out",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output directory.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars, warnings only.")
+@click.option("--force", is_flag=True, help="Overwrite an earlier demo in --out.")
+@_handle_errors
+def demo(
+    dataset: str,
+    forget_class: int,
+    forget_fraction: float,
+    seed: int,
+    out: str,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Train, retrain and contrastively unlearn a class and 5% of samples; print the table."""
+    from conun.demo import run_demo
+    from conun.engine.runs import describe
+
+    _setup_logging(quiet)
+    results = run_demo(
+        out,
+        dataset=dataset,
+        forget_class=forget_class,
+        forget_fraction=forget_fraction,
+        seed=seed,
+        quiet=quiet,
+        force=force,
+    )
+    click.echo(describe(results))
+    click.echo(f"wrote {Path(out) / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Configuration: typed, validated models built from YAML presets plus command-line overrides.
+
+Layering, last wins: the model defaults below, the dataset's preset (``conun/configs/``), a user's
+YAML file, explicit command-line flags, then ``--set key.sub=value`` overrides. OmegaConf merges
+the layers and parses the dotted overrides; pydantic validates the result, so that an unknown key
+or a bad value is an error naming what is allowed, raised before any work is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and what is allowed."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class OptimizerConfig(StrictModel):
+    """SGD (the paper's choice) or Adam(W)."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class TrainConfig(StrictModel):
+    """How the original model (and, on the same recipe, the retrained reference) is trained."""
+
+    dataset: str = "digits"
+    model: str = "small_cnn"
+    data_dir: str | None = None
+    download: bool = False
+    """Try to download missing dataset files (off by default: runs must not need the network)."""
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: Literal["cosine", "constant"] = "cosine"
+    augment: bool = False
+    validation_fraction: float = Field(0.1, ge=0, le=0.5)
+    max_train_samples: int | None = Field(None, ge=2)
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = True
+    eval_batch_size: int = Field(1024, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from conun.data import available_datasets
+
+        if value not in available_datasets():
+            raise ValueError(
+                f"unknown dataset {value!r}; allowed: {', '.join(available_datasets())}"
+            )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from conun.models import available_models
+
+        if value not in available_models():
+            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(available_models())}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        return validate_device(value)
+
+
+class StoppingConfig(StrictModel):
+    """When an unlearning loop stops (PAPER.md, "Stopping rules")."""
+
+    rule: Literal["auto", "none"] = "auto"
+    """``auto``: the scenario's rule (class: forget accuracy <= 1/C; sample: forget accuracy <=
+    held-out accuracy). ``none``: run ``max_passes`` passes."""
+    eval_set: Literal["validation", "test"] = "validation"
+    """Held-out data the rule compares against: the validation split carved from train
+    (default, keeps the test set clean) or the test set (``test``, as the paper does)."""
+    eval_size: int = Field(512, ge=1)
+    """Samples per evaluation subset, so that a check costs a small fraction of the run."""
+    check_every: int | None = Field(None, ge=1)
+    """Also check every this many forget batches (besides after each pass)."""
+    max_passes: int = Field(20, ge=1)
+    """Upper bound on passes over the forget set."""
+
+
+class UnlearnConfig(StrictModel):
+    """How a model is unlearned: the method, its options, the optimiser and the stopping rule."""
+
+    method: str = "contrastive"
+    batch_size: int | None = Field(None, ge=1)
+    """Forget batch size; None takes the method's default for the scenario."""
+    optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, momentum=0.9, weight_decay=0.0)
+    stopping: StoppingConfig = StoppingConfig()
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Method hyperparameters, validated by the method's own options model."""
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = True
+    eval_batch_size: int = Field(1024, ge=1)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from conun.methods import available_methods
+
+        if value not in available_methods():
+            raise ValueError(
+                f"unknown method {value!r}; registered: {', '.join(available_methods())}"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        return validate_device(value)
+
+
+def validate_device(value: str) -> str:
+    """Accept ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; reject anything else early."""
+    import torch
+
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(value)
+    except RuntimeError as error:
+        raise ValueError(
+            f"unknown device {value!r}; allowed: cpu, cuda, cuda:N, mps, auto"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {value!r} asked for but CUDA is not available; use cpu or auto")
+    return value
+
+
+ConfigT = TypeVar("ConfigT", bound=StrictModel)
+
+
+def preset_path(kind: str, name: str) -> Path | None:
+    """The shipped preset ``configs/<kind>/<name>.yaml``, or None if there is none."""
+    candidate = resources.files("conun") / "configs" / kind / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader (no arbitrary object construction)."""
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"config file {source} does not exist")
+    loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {source} must hold a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def build_config(
+    model: type[ConfigT],
+    layers: Iterable[Mapping[str, Any] | None] = (),
+    overrides: Sequence[str] = (),
+) -> ConfigT:
+    """Merge config layers and ``key.sub=value`` overrides, then validate.
+
+    Args:
+        model: the config class, e.g. :class:`TrainConfig`.
+        layers: mappings applied in order over the class defaults; None entries are skipped.
+        overrides: dotted ``key=value`` strings (values parsed as YAML), applied last.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: unknown keys, malformed overrides or invalid values, with the allowed values.
+    """
+    merged: Any = OmegaConf.create(model().model_dump())
+    for layer in layers:
+        if layer:
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(layer)))
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like key.sub=value")
+    if overrides:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    plain = OmegaConf.to_container(merged, resolve=True)
+    try:
+        return model.model_validate(plain)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(model.__name__, error)) from None
+
+
+def format_validation_error(name: str, error: ValidationError) -> str:
+    """One line per problem: ``key.sub: message``."""
+    lines = [f"invalid {name}:"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(root)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def config_to_yaml(config: StrictModel) -> str:
+    """The resolved config as YAML, as written into every run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,61 @@
+"""Batches as index draws: epochs over a set, and an endless stream of random retain batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+
+def shuffled_batches(
+    indices: Tensor, batch_size: int, *, generator: torch.Generator, drop_last: bool = False
+) -> Iterator[Tensor]:
+    """One epoch: ``indices`` in a random order, cut into batches.
+
+    Args:
+        indices: ``(N,)`` int64 indices to visit once each.
+        batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
+        generator: the source of the order (seeded by the caller).
+
+    Yields:
+        ``(B,)`` int64 index batches.
+    """
+    order = indices[torch.randperm(indices.numel(), generator=generator)]
+    stop = order.numel() - (order.numel() % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+class RandomBatchStream:
+    """An endless stream of random batches from ``indices`` (PAPER.md, Algorithm 1).
+
+    Each call to :meth:`next` returns a batch of distinct samples. Samples are drawn without
+    replacement from a random permutation that is renewed whenever it runs out, so over a long run
+    every retain sample is used about equally often, and no two consecutive forget batches see the
+    same retain batch (unlike the authors' code, which reuses its first omega batches).
+    """
+
+    def __init__(self, indices: Tensor, batch_size: int, *, generator: torch.Generator) -> None:
+        if indices.numel() == 0:
+            raise ValueError("cannot draw batches from an empty index set")
+        self._indices = indices
+        self._batch_size = min(batch_size, indices.numel())
+        self._generator = generator
+        self._order = torch.empty(0, dtype=torch.long)
+        self._position = 0
+
+    def next(self) -> Tensor:
+        """The next ``(B,)`` batch of indices."""
+        if self._position + self._batch_size > self._order.numel():
+            # Carry the unused tail over to the front of the next permutation (so no sample is
+            # skipped), and move its repeats in the new permutation to the back (so a batch
+            # never holds the same sample twice).
+            rest = self._order[self._position :]
+            fresh = self._indices[torch.randperm(self._indices.numel(), generator=self._generator)]
+            repeated = torch.isin(fresh, rest)
+            self._order = torch.cat([rest, fresh[~repeated], fresh[repeated]])
+            self._position = 0
+        batch = self._order[self._position : self._position + self._batch_size]
+        self._position += self._batch_size
+        return batch

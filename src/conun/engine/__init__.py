@@ -1,0 +1,1 @@
+"""The training/unlearning loops, stopping rules, checkpoints and run workflows."""

@@ -1,0 +1,392 @@
+"""Run workflows behind the CLI: train an original, unlearn a checkpoint, evaluate, the demo.
+
+Each workflow validates everything it can (config, dataset files, checkpoint, forget request,
+method and scenario, output directory) before any training starts, and writes its outputs only
+at the end, each file atomically, so that a failed run leaves an existing directory untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from conun.config import TrainConfig, UnlearnConfig, config_to_yaml
+from conun.data.arrays import DatasetBundle
+from conun.data.registry import check_dataset_available, load_dataset
+from conun.data.splits import ForgetRequestError, ForgetRetainSplit, Scenario, read_ids_file
+from conun.data.validation import split_validation
+from conun.engine.checkpoint import (
+    CHECKPOINT_FILE,
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
+from conun.engine.training import train_classifier
+from conun.evaluation.accuracy import evaluate_split
+from conun.evaluation.results import RESULTS_FILE, Results, RunRecord, format_table
+from conun.io import atomic_write_text
+from conun.methods.base import UnlearningMethod, UnlearningTask, get_method
+from conun.models.base import Classifier
+from conun.models.registry import build_model
+from conun.reproducibility import seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory already holds results that a run would overwrite."""
+
+
+def prepare_output_dir(out_dir: str | Path, *, force: bool) -> Path:
+    """Refuse to overwrite an earlier run's results or checkpoint unless ``force``."""
+    target = Path(out_dir)
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"--out {target} exists and is not a directory")
+    existing = [name for name in (RESULTS_FILE, CHECKPOINT_FILE) if (target / name).exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{target} already holds {', '.join(existing)}; choose another --out or pass --force "
+            "to overwrite"
+        )
+    return target
+
+
+def ensure_dataset(config: TrainConfig) -> None:
+    """Fail before any work when the dataset's files are missing and downloads are off."""
+    if not config.download:
+        check_dataset_available(config.dataset, config.data_dir)
+
+
+def load_training_data(config: TrainConfig) -> DatasetBundle:
+    """The dataset exactly as the original saw it (``max_train_samples`` applied, seeded)."""
+    data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+    if config.max_train_samples is not None and config.max_train_samples < len(data.train):
+        generator = torch.Generator().manual_seed(config.seed)
+        keep = torch.randperm(len(data.train), generator=generator)[: config.max_train_samples]
+        data = DatasetBundle(
+            data.name,
+            data.train.subset(torch.sort(keep).values),
+            data.test,
+            data.num_classes,
+            data.mean,
+            data.std,
+            data.class_names,
+        )
+    return data
+
+
+def validation_indices(data: DatasetBundle, config: TrainConfig) -> torch.Tensor:
+    """The seeded, stratified validation split the original is trained without."""
+    return split_validation(
+        len(data.train), data.train.labels, fraction=config.validation_fraction, seed=config.seed
+    ).validation_indices
+
+
+@dataclass
+class TrainedModel:
+    """An original model fresh from :func:`train_original`."""
+
+    model: Classifier
+    meta: CheckpointMeta
+    data: DatasetBundle
+    results: Results
+
+
+def train_original(
+    config: TrainConfig, out_dir: str | Path | None, *, quiet: bool = False, force: bool = False
+) -> TrainedModel:
+    """Train the original model and write ``checkpoint.safetensors``, ``config.yaml`` and
+    ``results.json`` (one run: method "original", scenario "none") into ``out_dir``.
+
+    Args:
+        config: the training recipe.
+        out_dir: output directory, or None to write nothing (used by the demo and tests).
+        quiet: no progress bars.
+        force: overwrite an earlier run in ``out_dir``.
+    """
+    ensure_dataset(config)
+    if out_dir is not None:
+        prepare_output_dir(out_dir, force=force)
+    data = load_training_data(config)
+    generator = seed_everything(config.seed)
+    held_out = validation_indices(data, config)
+    fit = torch.ones(len(data.train), dtype=torch.bool)
+    fit[held_out] = False
+    model = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    outcome = train_classifier(
+        model,
+        data.train.subset(torch.nonzero(fit).flatten()),
+        config,
+        generator=generator,
+        test=data.test,
+        quiet=quiet,
+        description=f"train {config.model} on {config.dataset}",
+    )
+    metrics = evaluate_split(
+        model, data, None, batch_size=config.eval_batch_size, channels_last=config.channels_last
+    )
+    record = RunRecord(
+        scenario="none",
+        method="original",
+        seconds=outcome.seconds,
+        metrics=metrics.to_dict(),
+        extra={"epochs": outcome.epochs},
+    )
+    results = Results(config.dataset, config.model, config.seed, config.device, [record])
+    meta = CheckpointMeta(
+        model=config.model,
+        dataset=config.dataset,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        train_config=config.model_dump(mode="json"),
+        validation=held_out.tolist(),
+        method="original",
+        seconds=outcome.seconds,
+        metrics=metrics.to_dict(),
+    )
+    if out_dir is not None:
+        target = Path(out_dir)
+        save_checkpoint(target, model, meta)
+        atomic_write_text(target / "config.yaml", config_to_yaml(config))
+        results.write(target)
+    return TrainedModel(model, meta, data, results)
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    """A forget request as the user gives it (exactly one field set)."""
+
+    classes: tuple[int, ...] = ()
+    num_samples: int | None = None
+    fraction: float | None = None
+    ids_file: str | None = None
+
+    def __post_init__(self) -> None:
+        given = sum(
+            [
+                bool(self.classes),
+                self.num_samples is not None,
+                self.fraction is not None,
+                self.ids_file is not None,
+            ]
+        )
+        if given != 1:
+            raise ForgetRequestError(
+                "give exactly one forget request: --forget-class C, --forget-samples N, "
+                "--forget-fraction F or --forget-ids FILE"
+            )
+
+    @property
+    def scenario(self) -> Scenario:
+        return "class" if self.classes else "sample"
+
+    def resolve(
+        self, data: DatasetBundle, validation: torch.Tensor, seed: int
+    ) -> ForgetRetainSplit:
+        """The concrete split on ``data`` (validation samples are never forgotten/retained)."""
+        if self.classes:
+            return ForgetRetainSplit.from_classes(
+                data.train.labels, self.classes, num_classes=data.num_classes, validation=validation
+            )
+        if self.ids_file is not None:
+            return ForgetRetainSplit.from_ids(
+                read_ids_file(self.ids_file),
+                len(data.train),
+                validation=validation,
+                ids_file=self.ids_file,
+            )
+        return ForgetRetainSplit.from_random(
+            len(data.train),
+            num_samples=self.num_samples,
+            fraction=self.fraction,
+            seed=seed,
+            validation=validation,
+        )
+
+
+def run_method(
+    method: UnlearningMethod,
+    model: Classifier,
+    data: DatasetBundle,
+    split: ForgetRetainSplit,
+    config: UnlearnConfig,
+    *,
+    train_config: TrainConfig | None,
+    original_seconds: float | None,
+    quiet: bool = False,
+) -> tuple[Classifier, RunRecord]:
+    """Run one method on a copy of ``model`` and evaluate the result on every split."""
+    generator = seed_everything(config.seed)
+    task = UnlearningTask(
+        model=copy.deepcopy(model),
+        data=data,
+        split=split,
+        config=config,
+        train_config=train_config,
+        original_seconds=original_seconds,
+        generator=generator,
+        quiet=quiet,
+    )
+    outcome = method.run(task)
+    metrics = evaluate_split(
+        outcome.model,
+        data,
+        split,
+        batch_size=config.eval_batch_size,
+        channels_last=config.channels_last,
+    )
+    record = RunRecord(
+        scenario=split.scenario,
+        forget=split.request(),
+        method=method.name,
+        seconds=outcome.seconds,
+        forget_batches=outcome.forget_batches,
+        passes=outcome.passes,
+        metrics=metrics.to_dict(),
+        history=outcome.history,
+        extra=outcome.extra,
+    )
+    return outcome.model, record
+
+
+def unlearn_checkpoint(
+    checkpoint: str | Path,
+    spec: ForgetSpec,
+    config: UnlearnConfig,
+    out_dir: str | Path,
+    *,
+    with_reference: bool = False,
+    quiet: bool = False,
+    force: bool = False,
+) -> Results:
+    """Unlearn ``spec`` from a checkpoint with ``config.method``.
+
+    Writes into ``out_dir``: the unlearned ``checkpoint.safetensors``, ``split.json``,
+    ``config.yaml`` and ``results.json`` (the method's run; with ``with_reference`` also the
+    original's and retrain's runs, in that order).
+    """
+    meta = read_checkpoint_meta(checkpoint)
+    train_config = TrainConfig.model_validate(meta.train_config)
+    method = get_method(config.method).for_scenario(spec.scenario, config.options)
+    references = (
+        [get_method(name).for_scenario(spec.scenario, {}) for name in ("original", "retrain")]
+        if with_reference
+        else []
+    )
+    if spec.classes:
+        bad = [c for c in spec.classes if not 0 <= c < meta.num_classes]
+        if bad:
+            raise ForgetRequestError(
+                f"forget class {bad} is not in the data: classes are 0..{meta.num_classes - 1}"
+            )
+    ensure_dataset(train_config)
+    prepare_output_dir(out_dir, force=force)
+    data = load_training_data(train_config)
+    model, meta = load_checkpoint(
+        checkpoint, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
+    )
+    split = spec.resolve(data, torch.tensor(meta.validation, dtype=torch.long), config.seed)
+
+    results = Results(meta.dataset, meta.model, config.seed, config.device)
+    unlearned: Classifier | None = None
+    for runner in [*references, method]:
+        produced, record = run_method(
+            runner,
+            model,
+            data,
+            split,
+            config,
+            train_config=train_config,
+            original_seconds=meta.seconds,
+            quiet=quiet,
+        )
+        results.runs.append(record)
+        if runner is method:
+            unlearned = produced
+    assert unlearned is not None
+    target = Path(out_dir)
+    method_record = results.runs[-1]
+    save_checkpoint(
+        target,
+        unlearned,
+        CheckpointMeta(
+            model=meta.model,
+            dataset=meta.dataset,
+            num_classes=meta.num_classes,
+            input_shape=meta.input_shape,
+            train_config=meta.train_config,
+            validation=meta.validation,
+            method=method.name,
+            seconds=method_record.seconds,
+            split=split.to_dict(),
+            metrics=method_record.metrics,
+        ),
+    )
+    split.save(target / "split.json")
+    atomic_write_text(target / "config.yaml", config_to_yaml(config))
+    results.write(target)
+    return results
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    spec: ForgetSpec | None,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    force: bool = False,
+) -> Results:
+    """Evaluate a checkpoint on every split of ``spec`` (or of the split it was unlearned for,
+    or none) and write ``results.json`` into ``out_dir``."""
+    meta = read_checkpoint_meta(checkpoint)
+    train_config = TrainConfig.model_validate(meta.train_config)
+    ensure_dataset(train_config)
+    prepare_output_dir(out_dir, force=force)
+    data = load_training_data(train_config)
+    model, meta = load_checkpoint(
+        checkpoint, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
+    )
+    validation = torch.tensor(meta.validation, dtype=torch.long)
+    if spec is not None:
+        split: ForgetRetainSplit | None = spec.resolve(data, validation, seed)
+    elif meta.split is not None:
+        split = ForgetRetainSplit.from_dict(meta.split)
+    else:
+        split = None
+    metrics = evaluate_split(model, data, split, batch_size=train_config.eval_batch_size)
+    record = RunRecord(
+        scenario=split.scenario if split else "none",
+        forget=split.request() if split else None,
+        method=meta.method,
+        seconds=meta.seconds,
+        metrics=metrics.to_dict(),
+    )
+    results = Results(meta.dataset, meta.model, seed, "cpu", [record])
+    results.write(out_dir)
+    return results
+
+
+def describe(results: Results) -> str:
+    """The results table as printed at the end of a command."""
+    return format_table(results.to_dict())
+
+
+__all__ = [
+    "CheckpointError",
+    "ForgetSpec",
+    "OutputExistsError",
+    "TrainedModel",
+    "describe",
+    "evaluate_checkpoint",
+    "load_training_data",
+    "prepare_output_dir",
+    "run_method",
+    "train_original",
+    "unlearn_checkpoint",
+]

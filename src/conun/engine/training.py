@@ -1,0 +1,159 @@
+"""The training loop: originals, retrained references and fine-tuning all go through here."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from conun.config import OptimizerConfig, TrainConfig
+from conun.data.arrays import ArrayDataset
+from conun.data.augment import augment_batch, default_pad
+from conun.data.batching import shuffled_batches
+from conun.engine.device import prepare_model, to_device
+from conun.evaluation.accuracy import accuracy
+from conun.models.base import Classifier
+
+logger = logging.getLogger(__name__)
+
+
+def make_optimizer(parameters: Any, config: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimiser a config names (no if-ladder: a table of constructors)."""
+    constructors = {
+        "sgd": lambda: torch.optim.SGD(
+            parameters,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov and config.momentum > 0,
+        ),
+        "adam": lambda: torch.optim.Adam(
+            parameters, lr=config.lr, weight_decay=config.weight_decay
+        ),
+        "adamw": lambda: torch.optim.AdamW(
+            parameters, lr=config.lr, weight_decay=config.weight_decay
+        ),
+    }
+    return constructors[config.name]()
+
+
+def augmentation_for(input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """Standard augmentation per image size: random crops with the usual padding; flips only
+    for natural (3-channel) images, since a mirrored digit or garment glyph is another shape."""
+    channels, height, _ = input_shape
+    return {"pad": default_pad(height), "flip": channels == 3}
+
+
+@dataclass
+class TrainOutcome:
+    """What training produced besides the weights.
+
+    Attributes:
+        seconds: wall-clock of the optimisation itself (per-epoch evaluation excluded).
+        epochs: per-epoch log: epoch, loss, train_acc (running), test_acc (if a test set was given).
+    """
+
+    seconds: float
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_classifier(
+    model: Classifier,
+    train: ArrayDataset,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    test: ArrayDataset | None = None,
+    quiet: bool = False,
+    description: str = "train",
+) -> TrainOutcome:
+    """Train ``model`` with cross-entropy on ``train`` following ``config``'s recipe.
+
+    SGD (or Adam) with a cosine or constant schedule over ``config.epochs`` epochs, batches in a
+    seeded random order, optional augmentation. The same call trains the original on the
+    training set and the retrained reference on the retain set.
+
+    Args:
+        model: the classifier, trained in place.
+        train: the training samples (already restricted to fit/retain indices by the caller).
+        config: epochs, batch size, optimiser, schedule, augmentation, device, memory format.
+        generator: the seeded source of batch orders and augmentations.
+        test: evaluated after each epoch for the log only (not counted in ``seconds``).
+        quiet: no progress bar.
+        description: progress-bar label.
+
+    Returns:
+        The training time and per-epoch log.
+    """
+    device = torch.device(config.device)
+    prepare_model(model, device, channels_last=config.channels_last)
+    optimiser = make_optimizer(model.parameters(), config.optimizer)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
+        if config.schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    )
+    _, channels, height, width = train.images.shape
+    augmentation = augmentation_for((channels, height, width))
+    indices = torch.arange(len(train))
+    outcome = TrainOutcome(seconds=0.0)
+    progress = tqdm(total=total_steps, desc=description, disable=quiet, leave=False)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+        for batch in shuffled_batches(indices, config.batch_size, generator=generator):
+            images = train.images[batch]
+            if config.augment:
+                images = augment_batch(images, generator=generator, **augmentation)
+            images = to_device(images, device, channels_last=config.channels_last)
+            labels = train.labels[batch].to(device)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            loss_sum += loss.detach().cpu() * labels.shape[0]
+            correct += (logits.detach().argmax(dim=1) == labels).sum().cpu()
+            seen += labels.shape[0]
+            progress.update()
+        outcome.seconds += time.perf_counter() - started
+        entry = {
+            "epoch": float(epoch),
+            "loss": float(loss_sum) / seen,
+            "train_acc": float(correct) / seen,
+        }
+        if test is not None:
+            test_acc = accuracy(
+                model, test, batch_size=config.eval_batch_size, channels_last=config.channels_last
+            )
+            entry["test_acc"] = float(test_acc) if test_acc is not None else float("nan")
+        outcome.epochs.append(entry)
+        logger.info(
+            "%s epoch %d/%d: loss %.4f, train acc %.4f%s",
+            description,
+            epoch,
+            config.epochs,
+            entry["loss"],
+            entry["train_acc"],
+            f", test acc {entry['test_acc']:.4f}" if "test_acc" in entry else "",
+        )
+    progress.close()
+    return outcome
+
+
+def set_batchnorm_eval(model: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode (running statistics frozen, used for normalising)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()

@@ -1,0 +1,119 @@
+"""Accuracies of a model on every split of a forget request (DESIGN.md, results.json metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from conun.data.arrays import ArrayDataset, DatasetBundle
+from conun.data.splits import ForgetRetainSplit
+from conun.engine.device import to_device
+from conun.models.base import Classifier
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """Accuracies (fractions in [0, 1]) with the meanings of results.json; None = not defined."""
+
+    test_acc: float
+    forget_train_acc: float | None = None
+    forget_test_acc: float | None = None
+    retain_train_acc: float | None = None
+    retain_test_acc: float | None = None
+    mia_forget_member_rate: float | None = None
+    mia_retain_member_rate: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def predict(
+    model: Classifier,
+    images: Tensor,
+    *,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> Tensor:
+    """Predicted classes in eval mode.
+
+    Args:
+        model: the classifier; its mode is restored afterwards.
+        images: ``(N, C, H, W)`` normalised images (any device).
+        batch_size: images per forward pass.
+        channels_last: feed batches in channels_last format.
+
+    Returns:
+        ``(N,)`` int64 predictions on the CPU.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions = [
+        model(to_device(images[start : start + batch_size], device, channels_last=channels_last))
+        .argmax(dim=1)
+        .cpu()
+        for start in range(0, images.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(
+    model: Classifier, data: ArrayDataset, *, batch_size: int = 1024, channels_last: bool = False
+) -> float | None:
+    """Fraction of ``data`` classified correctly, or None for an empty set."""
+    if len(data) == 0:
+        return None
+    hits = predict(model, data.images, batch_size=batch_size, channels_last=channels_last)
+    return float((hits == data.labels).float().mean())
+
+
+def _mean_or_none(correct: Tensor, index: Tensor) -> float | None:
+    return float(correct[index].float().mean()) if index.numel() else None
+
+
+def evaluate_split(
+    model: Classifier,
+    data: DatasetBundle,
+    split: ForgetRetainSplit | None,
+    *,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> SplitMetrics:
+    """Accuracy on ``D_u_tr``, ``D_u_ts``, ``D_r_tr``, ``D_r_ts`` and ``D_ts``.
+
+    Each image is classified once; the per-split accuracies are slices of those predictions.
+
+    Args:
+        model: the classifier to evaluate.
+        data: the dataset the split indexes into.
+        split: the forget request; None evaluates the original setting (scenario "none"):
+            ``retain_train_acc`` is then the accuracy on the whole training set.
+        batch_size: images per forward pass.
+        channels_last: feed batches in channels_last format.
+    """
+
+    def correct(part: ArrayDataset) -> Tensor:
+        predicted = predict(model, part.images, batch_size=batch_size, channels_last=channels_last)
+        return predicted == part.labels
+
+    test_correct, train_correct = correct(data.test), correct(data.train)
+    test_acc = float(test_correct.float().mean())
+    if split is None:
+        return SplitMetrics(test_acc=test_acc, retain_train_acc=float(train_correct.float().mean()))
+    forget_test: float | None = None
+    retain_test: float | None = None
+    if split.scenario == "class":
+        in_forget_classes = torch.isin(data.test.labels, torch.tensor(split.classes))
+        forget_test = _mean_or_none(test_correct, torch.nonzero(in_forget_classes).flatten())
+        retain_test = _mean_or_none(test_correct, torch.nonzero(~in_forget_classes).flatten())
+    return SplitMetrics(
+        test_acc=test_acc,
+        forget_train_acc=_mean_or_none(train_correct, split.forget),
+        forget_test_acc=forget_test,
+        retain_train_acc=_mean_or_none(train_correct, split.retain),
+        retain_test_acc=retain_test,
+    )

@@ -1,0 +1,54 @@
+"""Atomic file writes: a reader never sees a half-written checkpoint or results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it.
+
+    The rename is atomic on POSIX file systems, so ``path`` holds either its old content or the
+    complete new content, also when the process is killed mid-write.
+
+    Args:
+        path: destination.
+        write: called with a temporary path in the same directory; must create that file.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    destination = Path(path)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+    )
+    os.close(handle)
+    tmp_path = Path(tmp_name)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_path, destination)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return destination
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON to ``path``."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,78 @@
+"""The contrastive unlearning loss (Lee et al., PAPER.md "The loss"): SupCon with roles reversed.
+
+Every forget sample is an anchor. Retain samples of the anchor's own class (``P(i)``) are pushed
+away, retain samples of the other classes (``N(i)``) are pulled toward it:
+
+    l_i = - mean_{a in N(i)} (z_i . z_a / tau)  +  log sum_{p in P(i)} exp(z_i . z_p / tau)
+
+An anchor with no same-class retain sample (always so in class unlearning, Eq. 6) gets only the
+pull term: Eq. 6's denominator is the constant ``|N(i)|``, whose log carries no gradient and is
+left out. The loss is the mean of ``l_i`` over anchors (the paper's sum; the scale goes into
+``lambda_UL``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def contrastive_unlearning_loss(
+    forget_z: Tensor,
+    forget_y: Tensor,
+    retain_z: Tensor,
+    retain_y: Tensor,
+    *,
+    temperature: float = 0.7,
+) -> Tensor:
+    """Contrastive unlearning loss of forget anchors against a retain batch.
+
+    Args:
+        forget_z: ``(Nf, D)`` L2-normalised embeddings of the forget samples (the anchors).
+        forget_y: ``(Nf,)`` labels of the forget samples.
+        retain_z: ``(Nr, D)`` L2-normalised embeddings of the retain samples (the references).
+        retain_y: ``(Nr,)`` labels of the retain samples.
+        temperature: ``tau > 0``.
+
+    Returns:
+        Scalar tensor: the mean over anchors of ``l_i``. Finite and differentiable for every input:
+        an anchor with no different-class reference has no pull term, an anchor with no
+        same-class reference no push term, and empty inputs give a zero that keeps the graph.
+
+    Raises:
+        ValueError: shapes that do not match, or ``temperature <= 0``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if forget_z.ndim != 2 or retain_z.ndim != 2 or forget_z.shape[1] != retain_z.shape[1]:
+        raise ValueError(
+            "forget_z and retain_z must be (Nf, D) and (Nr, D) with the same D; got "
+            f"{tuple(forget_z.shape)} and {tuple(retain_z.shape)}"
+        )
+    if forget_y.shape != forget_z.shape[:1] or retain_y.shape != retain_z.shape[:1]:
+        raise ValueError(
+            "labels must be (Nf,) and (Nr,) matching the embeddings; got "
+            f"{tuple(forget_y.shape)} for {tuple(forget_z.shape)} and "
+            f"{tuple(retain_y.shape)} for {tuple(retain_z.shape)}"
+        )
+    if forget_z.shape[0] == 0 or retain_z.shape[0] == 0:
+        # Nothing to contrast; a zero connected to both inputs keeps backward() valid.
+        return forget_z.sum() * 0.0 + retain_z.sum() * 0.0
+
+    similarity = forget_z @ retain_z.T / temperature  # (Nf, Nr)
+    same_class = forget_y[:, None] == retain_y[None, :]  # (Nf, Nr): P(i) per row
+    other_class = ~same_class  # N(i) per row
+
+    # Pull: minus the mean similarity to the other classes' retain samples.
+    other_count = other_class.sum(dim=1)
+    pull = -(similarity * other_class).sum(dim=1) / other_count.clamp(min=1)
+
+    # Push: log-sum-exp over the same class's retain samples. Rows with an empty P(i) are
+    # filled with zeros *before* the log-sum-exp: a row of -inf would give NaN gradients even
+    # when torch.where later discards it.
+    has_same = same_class.any(dim=1)
+    same_logits = similarity.masked_fill(~same_class, float("-inf"))
+    same_logits = torch.where(has_same[:, None], same_logits, torch.zeros_like(same_logits))
+    push = torch.where(has_same, torch.logsumexp(same_logits, dim=1), torch.zeros_like(pull))
+
+    return (pull + push).mean()

@@ -1,0 +1,35 @@
+"""Unlearning methods, one file each, registered by name.
+
+Importing this package registers every built-in method.
+"""
+
+from conun.methods import contrastive, reference  # noqa: F401  (registration side effects)
+from conun.methods.base import (
+    METHODS,
+    LoopMethod,
+    LossTerms,
+    MethodOutcome,
+    UnknownMethodError,
+    UnlearningBatch,
+    UnlearningMethod,
+    UnlearningTask,
+    UnsupportedScenarioError,
+    available_methods,
+    get_method,
+    register_method,
+)
+
+__all__ = [
+    "METHODS",
+    "LoopMethod",
+    "LossTerms",
+    "MethodOutcome",
+    "UnknownMethodError",
+    "UnlearningBatch",
+    "UnlearningMethod",
+    "UnlearningTask",
+    "UnsupportedScenarioError",
+    "available_methods",
+    "get_method",
+    "register_method",
+]

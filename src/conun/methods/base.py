@@ -1,0 +1,232 @@
+"""What an unlearning method is, and the registry that finds one by name.
+
+A method is a class registered under a lower_snake name. Loop methods (contrastive, finetune,
+neggrad, ...) supply only the per-batch objective :meth:`LoopMethod.loss`; the engine
+(:mod:`conun.engine.unlearning`) owns the loop, the optimiser, the device, the stopping rule and
+the history. Methods whose algorithm is not a loop (retrain, one-shot weight edits) implement
+:meth:`UnlearningMethod.run` themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from pydantic import ValidationError
+from torch import Tensor
+
+from conun.config import (
+    ConfigError,
+    StrictModel,
+    TrainConfig,
+    UnlearnConfig,
+    format_validation_error,
+)
+from conun.data.arrays import DatasetBundle
+from conun.data.splits import ForgetRetainSplit, Scenario
+from conun.models.base import Classifier
+
+
+class UnknownMethodError(ValueError):
+    """A method name that is not registered; the message lists the registered ones."""
+
+
+class UnsupportedScenarioError(ValueError):
+    """A method asked to run on a scenario it is not meant for."""
+
+
+@dataclass
+class UnlearningTask:
+    """Everything a method needs to unlearn.
+
+    Attributes:
+        model: the trained classifier (methods may modify it in place or return a new one).
+        data: the dataset that ``split`` indexes into.
+        split: the forget request.
+        config: unlearning settings (optimiser, batch size, stopping rule, method options).
+        train_config: the recipe that trained ``model`` (retrain reuses it); None if unknown.
+        original_seconds: training time of ``model``, reported by the ``original`` method.
+        generator: seeded source of every random draw of the run.
+        quiet: no progress bars.
+    """
+
+    model: Classifier
+    data: DatasetBundle
+    split: ForgetRetainSplit
+    config: UnlearnConfig
+    train_config: TrainConfig | None
+    original_seconds: float | None
+    generator: torch.Generator
+    quiet: bool = False
+
+
+@dataclass
+class MethodOutcome:
+    """What a method returns.
+
+    Attributes:
+        model: the unlearned classifier.
+        seconds: wall-clock of the method itself (stopping-rule checks included; final
+            evaluation excluded).
+        forget_batches: forget batches processed (loop methods), else None.
+        passes: passes over the forget set (loop methods), else None.
+        history: forget-set accuracy against forget batches processed.
+        extra: further method-specific numbers recorded in results.json (e.g. check_seconds).
+    """
+
+    model: Classifier
+    seconds: float
+    forget_batches: int | None = None
+    passes: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnlearningBatch:
+    """One step's data on the model's device. Either half may be absent for a method that
+    does not use it.
+
+    Attributes:
+        forget_images: ``(Bf, C, H, W)`` or None.
+        forget_labels: ``(Bf,)`` or None.
+        retain_images: ``(Br, C, H, W)`` or None.
+        retain_labels: ``(Br,)`` or None.
+    """
+
+    forget_images: Tensor | None
+    forget_labels: Tensor | None
+    retain_images: Tensor | None
+    retain_labels: Tensor | None
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """A step's objective and its named parts (logged, never used for control flow)."""
+
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class NoOptions(StrictModel):
+    """Options of a method that has none."""
+
+
+class UnlearningMethod:
+    """Base class of every method.
+
+    Class attributes:
+        name: registry name (set by :func:`register_method`).
+        scenarios: the scenarios the method is meant for.
+        Options: the pydantic model of the method's hyperparameters.
+        scenario_defaults: option overrides per scenario (the paper's defaults).
+        default_batch_size: forget batch size per scenario when the config leaves it unset.
+    """
+
+    name: ClassVar[str] = ""
+    scenarios: ClassVar[tuple[Scenario, ...]] = ("class", "sample")
+    Options: ClassVar[type[StrictModel]] = NoOptions
+    scenario_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    default_batch_size: ClassVar[dict[str, int]] = {"class": 64, "sample": 128}
+
+    def __init__(self, options: StrictModel) -> None:
+        self.options = options
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, options: dict[str, Any]) -> UnlearningMethod:
+        """Build the method for ``scenario`` with ``options`` over its scenario defaults.
+
+        Raises:
+            UnsupportedScenarioError: the method is not meant for ``scenario``.
+            ConfigError: unknown or invalid options, naming the allowed ones.
+        """
+        if scenario not in cls.scenarios:
+            raise UnsupportedScenarioError(
+                f"method {cls.name!r} supports the {' and '.join(cls.scenarios)} scenario(s), "
+                f"not {scenario!r}"
+            )
+        merged = {**cls.scenario_defaults.get(scenario, {}), **options}
+        try:
+            parsed = cls.Options.model_validate(merged)
+        except ValidationError as error:
+            allowed = ", ".join(cls.Options.model_fields) or "none"
+            raise ConfigError(
+                format_validation_error(f"options of method {cls.name!r}", error)
+                + f"\n  allowed options: {allowed}"
+            ) from None
+        return cls(parsed)
+
+    def batch_size(self, config: UnlearnConfig, scenario: Scenario) -> int:
+        """The forget batch size: the config's, else the method's default for the scenario."""
+        return config.batch_size or self.default_batch_size[scenario]
+
+    def run(self, task: UnlearningTask) -> MethodOutcome:
+        """Unlearn ``task.split.forget`` from ``task.model``."""
+        raise NotImplementedError
+
+
+class LoopMethod(UnlearningMethod):
+    """A method defined by a per-batch objective; the engine runs the loop.
+
+    Subclasses implement :meth:`loss`, and say which halves of a batch they use through
+    ``uses_forget`` / ``uses_retain`` so that the engine draws only what is needed.
+    """
+
+    uses_forget: ClassVar[bool] = True
+    uses_retain: ClassVar[bool] = True
+
+    def steps_per_forget_batch(self) -> int:
+        """Optimiser steps per forget batch (the paper's omega for contrastive)."""
+        return 1
+
+    def retain_batch_size(self, forget_batch_size: int) -> int:
+        """Retain samples drawn per step."""
+        return forget_batch_size
+
+    def freeze_batchnorm(self) -> bool:
+        """Keep BatchNorm running statistics fixed during unlearning."""
+        return False
+
+    def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
+        """The objective of one step (minimised)."""
+        raise NotImplementedError
+
+    def run(self, task: UnlearningTask) -> MethodOutcome:
+        from conun.engine.unlearning import run_unlearning_loop
+
+        return run_unlearning_loop(self, task)
+
+
+METHODS: dict[str, type[UnlearningMethod]] = {}
+
+MethodT = TypeVar("MethodT", bound=type[UnlearningMethod])
+
+
+def register_method(name: str) -> Callable[[MethodT], MethodT]:
+    """Class decorator: register a method under ``name`` (lower_snake)."""
+
+    def decorate(cls: MethodT) -> MethodT:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is already registered by {METHODS[name].__name__}")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type[UnlearningMethod]:
+    """The method class registered under ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown method {name!r}; registered: {', '.join(available_methods())}"
+        ) from None

@@ -1,0 +1,80 @@
+"""Contrastive unlearning (Lee et al., "Contrastive Unlearning: A Contrastive Approach to Machine
+Unlearning", IJCAI 2025; arXiv 2401.10458) — the method conun is built around.
+
+Each step embeds a forget batch and a fresh random retain batch in one forward pass, and minimises
+
+    lambda_UL * L_UL(forget anchors vs retain batch) + lambda_CE * CE(H(E(X_r)), Y_r)
+
+where ``L_UL`` (:func:`conun.losses.contrastive_unlearning_loss`) pushes each forget embedding
+away from retain samples of its own class and pulls it toward the other classes, and the
+cross-entropy on the retain batch keeps the retained representation and head in place.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from conun.config import StrictModel
+from conun.losses import contrastive_unlearning_loss
+from conun.methods.base import LossTerms, LoopMethod, UnlearningBatch, register_method
+from conun.models.base import Classifier
+
+
+class ContrastiveOptions(StrictModel):
+    """Hyperparameters; defaults are the authors' (PAPER.md, "Defaults")."""
+
+    temperature: float = Field(0.7, gt=0)
+    lambda_ul: float = Field(3.0, ge=0)
+    lambda_ce: float = Field(1.0, ge=0)
+    omega: int = Field(4, ge=1)
+    """Optimiser steps (each with a fresh random retain batch) per forget batch."""
+    retain_batch_size: int | None = Field(None, ge=1)
+    """Retain samples per step; None = the forget batch size (the paper)."""
+    freeze_bn_stats: bool = False
+    """Keep BatchNorm running statistics fixed during unlearning."""
+
+
+@register_method("contrastive")
+class ContrastiveUnlearning(LoopMethod):
+    """Contrastive unlearning: forget embeddings contrasted against random retain batches."""
+
+    Options: ClassVar[type[StrictModel]] = ContrastiveOptions
+    default_batch_size: ClassVar[dict[str, int]] = {"class": 64, "sample": 128}
+
+    @property
+    def settings(self) -> ContrastiveOptions:
+        assert isinstance(self.options, ContrastiveOptions)
+        return self.options
+
+    def steps_per_forget_batch(self) -> int:
+        return self.settings.omega
+
+    def retain_batch_size(self, forget_batch_size: int) -> int:
+        return self.settings.retain_batch_size or forget_batch_size
+
+    def freeze_batchnorm(self) -> bool:
+        return self.settings.freeze_bn_stats
+
+    def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
+        assert batch.forget_images is not None and batch.retain_images is not None
+        assert batch.forget_labels is not None and batch.retain_labels is not None
+        num_forget = batch.forget_images.shape[0]
+        # One forward pass over [X_u; X_r] (Algorithm 1): BatchNorm sees both halves together.
+        output = model.forward_features(torch.cat([batch.forget_images, batch.retain_images]))
+        z = F.normalize(output.features, dim=1)
+        unlearning = contrastive_unlearning_loss(
+            z[:num_forget],
+            batch.forget_labels,
+            z[num_forget:],
+            batch.retain_labels,
+            temperature=self.settings.temperature,
+        )
+        retain_ce = F.cross_entropy(output.logits[num_forget:], batch.retain_labels)
+        total = self.settings.lambda_ul * unlearning + self.settings.lambda_ce * retain_ce
+        return LossTerms(
+            total, {"unlearning": unlearning.detach(), "retain_ce": retain_ce.detach()}
+        )

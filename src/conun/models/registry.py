@@ -1,0 +1,166 @@
+"""Model registry: architectures by name.
+
+A model module registers a factory with :func:`register_model`; :func:`build_model` validates
+the request (number of classes, input shape) once, centrally, before any factory runs::
+
+    @register_model("my_net", min_size=16)
+    def my_net(*, num_classes: int, input_shape: InputShape) -> Classifier: ...
+
+    model = build_model("my_net", num_classes=10, input_shape=(3, 32, 32))
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from conun.models.base import Classifier
+
+InputShape = tuple[int, int, int]
+"""``(C, H, W)`` of one input image."""
+
+# Modules whose import registers conun's own models. build_model imports them on first use so
+# that the registry is complete however the caller reached it (no import-order surprises).
+_BUILTIN_MODULES = ("conun.models.small_cnn", "conun.models.resnet")
+
+
+class ModelFactory(Protocol):
+    """Builds an untrained model; called by :func:`build_model` after validation."""
+
+    def __call__(self, *, num_classes: int, input_shape: InputShape) -> Classifier: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Attributes:
+        name: registry name.
+        factory: builds the model.
+        min_size: smallest input height and width the architecture accepts.
+        description: first line of the factory's docstring, for listings.
+    """
+
+    name: str
+    factory: ModelFactory
+    min_size: int
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {}
+"""Every registered model by name; filled by :func:`register_model`."""
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not registered; the message lists the registered ones."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown model {name!r}.{hint} Available models: {', '.join(available)}")
+        self.name = name
+        self.available = available
+
+
+def register_model(name: str, *, min_size: int = 8) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering a model factory under ``name``.
+
+    Args:
+        name: lower_snake registry name; must not be taken.
+        min_size: smallest input height and width the architecture accepts.
+
+    Returns:
+        The decorator; it returns the factory unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = (factory.__doc__ or "").strip()
+        MODELS[name] = ModelSpec(
+            name=name,
+            factory=factory,
+            min_size=min_size,
+            description=doc.splitlines()[0] if doc else "",
+        )
+        return factory
+
+    return decorator
+
+
+def _load_builtin_models() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def available_models() -> list[str]:
+    """Sorted names of every registered model."""
+    _load_builtin_models()
+    return sorted(MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``.
+
+    Raises:
+        UnknownModelError: ``name`` is not registered.
+    """
+    _load_builtin_models()
+    if name not in MODELS:
+        raise UnknownModelError(name, sorted(MODELS))
+    return MODELS[name]
+
+
+def _check_num_classes(num_classes: int) -> None:
+    # bool is an int subclass; True as a class count is a bug, not a request for one class.
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+
+
+def _check_input_shape(name: str, input_shape: InputShape, min_size: int) -> InputShape:
+    # Any sequence is accepted (a list from a YAML config too); the factory gets a tuple.
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ValueError(
+            f"input_shape must be (C, H, W), three integers, e.g. (1, 28, 28) or (3, 32, 32); "
+            f"got {input_shape!r}"
+        )
+    channels, height, width = shape
+    if channels < 1:
+        raise ValueError(f"input_shape channels must be >= 1 (1 grey, 3 RGB); got {channels}")
+    if height < min_size or width < min_size:
+        raise ValueError(
+            f"model {name!r} needs inputs of at least {min_size}x{min_size} pixels "
+            f"(H, W >= {min_size}); got input_shape {input_shape!r}"
+        )
+    return channels, height, width
+
+
+def build_model(name: str, *, num_classes: int, input_shape: InputShape) -> Classifier:
+    """Build an untrained registered model.
+
+    Weights are initialised from torch's global RNG: the same ``torch.manual_seed`` gives the
+    same model. Nothing is downloaded.
+
+    Args:
+        name: registry name, see :func:`available_models`.
+        num_classes: C >= 2, the width of the logits.
+        input_shape: ``(C_in, H, W)`` of the images the model will see.
+
+    Returns:
+        The model, in training mode, on the CPU.
+
+    Raises:
+        UnknownModelError: ``name`` is not registered.
+        ValueError: ``num_classes`` or ``input_shape`` is not allowed for this model.
+    """
+    spec = get_model_spec(name)
+    _check_num_classes(num_classes)
+    shape = _check_input_shape(name, input_shape, spec.min_size)
+    return spec.factory(num_classes=num_classes, input_shape=shape)

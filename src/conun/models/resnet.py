@@ -1,0 +1,114 @@
+"""ResNet-18/34/50/101 with the CIFAR stem, the paper's models, built on torchvision's ResNet.
+
+The ImageNet stem (7x7 stride-2 conv + max-pool) shrinks a 32x32 image to 8x8 before the first
+residual stage; the CIFAR stem (3x3 stride-1 conv, no max-pool) keeps 32x32, which is what the
+paper trains. Each architecture is registered twice: ``resnetXX`` (linear head on the pooled
+features, ``D = 512`` or ``2048``) and ``resnetXX_proj`` (the authors' projection head, ``D = 128``,
+unit norm); see :mod:`conun.models.heads`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from conun.models.base import Classifier
+from conun.models.heads import LinearHeadClassifier, ProjectionClassifier
+from conun.models.registry import InputShape, register_model
+
+# Three stride-2 stages take 8x8 down to 1x1; smaller inputs would pool over padding.
+MIN_SIZE = 8
+
+
+def cifar_resnet(
+    block: type[BasicBlock | Bottleneck], layers: list[int], *, in_channels: int
+) -> ResNet:
+    """A torchvision ResNet encoder with the CIFAR stem and no classifier.
+
+    Args:
+        block: ``BasicBlock`` (ResNet-18/34) or ``Bottleneck`` (ResNet-50/101).
+        layers: residual blocks per stage, e.g. ``[2, 2, 2, 2]``.
+        in_channels: channels of the input images (1 grey, 3 RGB).
+
+    Returns:
+        A module mapping ``(N, in_channels, H, W)`` to pooled, flattened ``(N, 512 * expansion)``
+        features (its ``fc`` is ``nn.Identity``). Weights are freshly initialised, never
+        downloaded.
+    """
+    net = ResNet(block, layers)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    # torchvision initialises its convolutions in __init__; give the replacement the same init.
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    # torchvision's forward flattens the pooled map before fc, so with fc removed the output is
+    # already the (N, D) representation.
+    net.fc = nn.Identity()
+    return net
+
+
+def _plain(
+    block: type[BasicBlock | Bottleneck],
+    layers: list[int],
+    num_classes: int,
+    input_shape: InputShape,
+) -> Classifier:
+    encoder = cifar_resnet(block, layers, in_channels=input_shape[0])
+    return LinearHeadClassifier(encoder, feature_dim=512 * block.expansion, num_classes=num_classes)
+
+
+def _projection(
+    block: type[BasicBlock | Bottleneck],
+    layers: list[int],
+    num_classes: int,
+    input_shape: InputShape,
+) -> Classifier:
+    encoder = cifar_resnet(block, layers, in_channels=input_shape[0])
+    return ProjectionClassifier(encoder, encoder_dim=512 * block.expansion, num_classes=num_classes)
+
+
+@register_model("resnet18", min_size=MIN_SIZE)
+def resnet18(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-18, CIFAR stem, linear head on 512-d pooled features."""
+    return _plain(BasicBlock, [2, 2, 2, 2], num_classes, input_shape)
+
+
+@register_model("resnet34", min_size=MIN_SIZE)
+def resnet34(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-34, CIFAR stem, linear head on 512-d pooled features."""
+    return _plain(BasicBlock, [3, 4, 6, 3], num_classes, input_shape)
+
+
+@register_model("resnet50", min_size=MIN_SIZE)
+def resnet50(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-50, CIFAR stem, linear head on 2048-d pooled features."""
+    return _plain(Bottleneck, [3, 4, 6, 3], num_classes, input_shape)
+
+
+@register_model("resnet101", min_size=MIN_SIZE)
+def resnet101(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-101, CIFAR stem, linear head on 2048-d pooled features."""
+    return _plain(Bottleneck, [3, 4, 23, 3], num_classes, input_shape)
+
+
+@register_model("resnet18_proj", min_size=MIN_SIZE)
+def resnet18_proj(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-18, CIFAR stem, projection 512-512-128 (unit norm), ReLU + linear head."""
+    return _projection(BasicBlock, [2, 2, 2, 2], num_classes, input_shape)
+
+
+@register_model("resnet34_proj", min_size=MIN_SIZE)
+def resnet34_proj(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-34, CIFAR stem, projection 512-512-128 (unit norm), ReLU + linear head."""
+    return _projection(BasicBlock, [3, 4, 6, 3], num_classes, input_shape)
+
+
+@register_model("resnet50_proj", min_size=MIN_SIZE)
+def resnet50_proj(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-50, CIFAR stem, projection 2048-2048-128 (unit norm), ReLU + linear head."""
+    return _projection(Bottleneck, [3, 4, 6, 3], num_classes, input_shape)
+
+
+@register_model("resnet101_proj", min_size=MIN_SIZE)
+def resnet101_proj(*, num_classes: int, input_shape: InputShape) -> Classifier:
+    """ResNet-101, CIFAR stem, projection 2048-2048-128 (unit norm), ReLU + linear head."""
+    return _projection(Bottleneck, [3, 4, 23, 3], num_classes, input_shape)

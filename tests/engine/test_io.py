@@ -1,0 +1,31 @@
+"""Atomic writes leave either the old or the complete new file, never a half-written one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conun.io import atomic_write, atomic_write_json
+
+
+def test_atomic_write_replaces_content(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "results.json"
+    atomic_write_json(target, {"x": 1})
+    atomic_write_json(target, {"x": 2})
+    assert target.read_text().strip().endswith("}") and '"x": 2' in target.read_text()
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    target.write_text("old")
+
+    def crash(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

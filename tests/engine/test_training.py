@@ -1,0 +1,62 @@
+"""Training: reproducible on the CPU, reaches a useful accuracy, writes a valid run directory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from conun.config import TrainConfig
+from conun.engine.runs import TrainedModel, train_original
+from conun.evaluation.results import validate_results
+
+
+def test_same_seed_gives_identical_weights_and_metrics(
+    make_digits_config: Callable[..., TrainConfig],
+) -> None:
+    digits_config = make_digits_config
+    config = digits_config(epochs=2)
+    first = train_original(config, None, quiet=True)
+    second = train_original(config, None, quiet=True)
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert first.results.runs[0].metrics == second.results.runs[0].metrics
+    other = train_original(digits_config(epochs=2, seed=1), None, quiet=True)
+    assert not torch.equal(
+        next(iter(first.model.state_dict().values())), next(iter(other.model.state_dict().values()))
+    )
+
+
+def test_original_run_directory(digits_run: tuple[Path, TrainedModel]) -> None:
+    out, trained = digits_run
+    assert {p.name for p in out.iterdir()} >= {
+        "checkpoint.safetensors",
+        "config.yaml",
+        "results.json",
+        "results.md",
+    }
+    results = json.loads((out / "results.json").read_text())
+    validate_results(results)
+    (run,) = results["runs"]
+    assert run["method"] == "original" and run["scenario"] == "none" and run["seconds"] > 0
+    assert run["metrics"]["test_acc"] >= 0.95
+    assert len(run["epochs"]) == 15
+    # The validation split is held out of training and recorded for the stopping rules.
+    # (stratified: rounded per class, so within one sample per class of 10%)
+    assert abs(len(trained.meta.validation) - 0.1 * len(trained.data.train)) <= 10
+
+
+def test_training_on_a_subset_with_augmentation_runs_resnet(
+    make_digits_config: Callable[..., TrainConfig],
+) -> None:
+    digits_config = make_digits_config
+    config = digits_config(
+        model="resnet18_proj", epochs=1, max_train_samples=64, augment=True, batch_size=32
+    )
+    trained = train_original(config, None, quiet=True)
+    assert len(trained.data.train) == 64
+    assert 0.0 <= trained.results.runs[0].metrics["test_acc"] <= 1.0

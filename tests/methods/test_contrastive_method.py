@@ -1,0 +1,102 @@
+"""Contrastive unlearning on real data (digits): class and sample scenarios against the original."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conun.config import UnlearnConfig, build_config
+from conun.engine.runs import ForgetSpec, TrainedModel, run_method
+from conun.methods import get_method
+from conun.methods.base import UnlearningBatch
+from conun.methods.contrastive import ContrastiveUnlearning
+from conun.models import build_model
+
+
+def unlearn(trained: TrainedModel, spec: ForgetSpec, method: str = "contrastive", **config: object):  # type: ignore[no-untyped-def]
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    unlearn_config = build_config(UnlearnConfig, [{"method": method, **config}])
+    runner = get_method(method).for_scenario(split.scenario, dict(unlearn_config.options))
+    _, record = run_method(
+        runner,
+        trained.model,
+        trained.data,
+        split,
+        unlearn_config,
+        train_config=None,
+        original_seconds=trained.meta.seconds,
+        quiet=True,
+    )
+    return record
+
+
+def test_class_unlearning_forgets_the_class_and_keeps_the_rest(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    original = unlearn(trained, ForgetSpec(classes=(5,)), method="original").metrics
+    record = unlearn(trained, ForgetSpec(classes=(5,)))
+    metrics = record.metrics
+    assert original["forget_test_acc"] > 0.9
+    assert metrics["forget_test_acc"] <= 0.1 and metrics["forget_train_acc"] <= 0.1
+    assert metrics["retain_test_acc"] >= original["retain_test_acc"] - 0.03
+    assert record.extra["stopped_by"] == "rule"
+    # The history starts at batch 0 with the original's accuracy and ends where the rule held.
+    assert record.history[0]["batch"] == 0 and record.history[0]["forget_train_acc"] > 0.9
+    assert record.history[-1]["batch"] == record.forget_batches
+    assert record.forget_batches is not None and record.forget_batches > 0
+
+
+def test_sample_unlearning_moves_forget_accuracy_to_held_out_level(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    record = unlearn(trained, ForgetSpec(fraction=0.1))
+    final = record.history[-1]
+    assert record.extra["stopped_by"] == "rule"
+    assert final["forget_train_acc"] <= final["held_out_acc"]
+    assert record.metrics["test_acc"] >= 0.85
+
+
+def test_check_every_records_a_denser_history(digits_run: tuple[Path, TrainedModel]) -> None:
+    _, trained = digits_run
+    record = unlearn(
+        trained,
+        ForgetSpec(classes=(2,)),
+        stopping={"check_every": 1, "rule": "none", "max_passes": 1},
+    )
+    assert [h["batch"] for h in record.history] == list(range(record.forget_batches + 1))
+    assert record.extra["stopped_by"] == "max_passes"
+
+
+def test_one_forward_pass_over_forget_and_retain() -> None:
+    model = build_model("small_cnn", num_classes=10, input_shape=(1, 8, 8))
+    calls: list[int] = []
+    original_forward = model.forward_features
+
+    def counting(x: torch.Tensor):  # type: ignore[no-untyped-def]
+        calls.append(x.shape[0])
+        return original_forward(x)
+
+    model.forward_features = counting  # type: ignore[method-assign]
+    method = ContrastiveUnlearning.for_scenario("sample", {})
+    batch = UnlearningBatch(
+        torch.randn(4, 1, 8, 8),
+        torch.tensor([0, 1, 2, 3]),
+        torch.randn(6, 1, 8, 8),
+        torch.arange(6),
+    )
+    terms = method.loss(model, batch)
+    assert calls == [10]
+    assert set(terms.parts) == {"unlearning", "retain_ce"}
+    expected = 3.0 * terms.parts["unlearning"] + 1.0 * terms.parts["retain_ce"]
+    torch.testing.assert_close(terms.total.detach(), expected)
+
+
+def test_unknown_options_and_scenarios_are_errors() -> None:
+    with pytest.raises(ValueError, match="allowed options: temperature"):
+        ContrastiveUnlearning.for_scenario("class", {"temprature": 0.5})
+    with pytest.raises(ValueError, match="greater than 0"):
+        ContrastiveUnlearning.for_scenario("class", {"temperature": 0})
