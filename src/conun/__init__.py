@@ -7,9 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from conun.api import UnlearnResult, unlearn  # noqa: E402
-from conun.evaluation.accuracy import accuracy, evaluate_split  # noqa: E402
-from conun.reproducibility import seed_everything  # noqa: E402
+from conun.api import UnlearnResult, unlearn
+from conun.evaluation.accuracy import accuracy, evaluate_split
+from conun.reproducibility import seed_everything
 
 __all__ = [
     "UnlearnResult",

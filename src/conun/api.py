@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from conun.config import UnlearnConfig, build_config
+from conun.config import build_unlearn_config
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.methods.base import UnlearningTask, get_method
@@ -156,19 +156,28 @@ def unlearn(
         if scenario == "class"
         else (),
     )
-    data = DatasetBundle(
-        "in-memory", train, held_set or forget_set, classes, mean=(0.0,), std=(1.0,)
-    )
-    stopping: dict[str, Any] = {"rule": "auto" if stop else "none"}
-    if max_passes is not None:
-        stopping["max_passes"] = max_passes
     if stop and held_set is None:
         raise ValueError(
             "the stopping rule needs held_out data the model never trained on; pass held_out=... "
             "or stop=False (then max_passes passes are run)"
         )
+    # The rule compares against the held-out samples (the "validation" split of this ad-hoc
+    # dataset). Without them (stop=False) the history tracks the forget set against itself.
+    data = DatasetBundle(
+        "in-memory",
+        train,
+        held_set if held_set is not None else forget_set,
+        classes,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+    stopping: dict[str, Any] = {
+        "rule": "auto" if stop else "none",
+        "eval_set": "validation" if held_set is not None else "test",
+    }
+    if max_passes is not None:
+        stopping["max_passes"] = max_passes
     layer: dict[str, Any] = {
-        "method": method,
         "seed": seed,
         "device": device,
         "stopping": stopping,
@@ -178,14 +187,8 @@ def unlearn(
         layer["batch_size"] = batch_size
     if lr is not None:
         layer["optimizer"] = {"lr": lr}
-    config = build_config(UnlearnConfig, [layer])
-    runner = get_method(method).for_scenario(scenario, options)
-    if stop is False:
-        # With no rule the evaluation sets are only used for the history: the forget set itself.
-        data = DatasetBundle(data.name, train, forget_set, classes, mean=(0.0,), std=(1.0,))
-        config = config.model_copy(
-            update={"stopping": config.stopping.model_copy(update={"eval_set": "test"})}
-        )
+    config = build_unlearn_config(method, scenario, [layer])
+    runner = get_method(method).for_scenario(scenario, config.options)
     task = UnlearningTask(
         model=classifier,
         data=data,

@@ -19,13 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from conun.config import (
-    TrainConfig,
-    UnlearnConfig,
-    build_config,
-    preset_path,
-    read_yaml,
-)
+from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -213,17 +207,16 @@ def unlearn(
     force: bool,
 ) -> None:
     """Unlearn a forget request from a checkpoint."""
+    from conun.engine.checkpoint import read_checkpoint_meta
     from conun.engine.runs import describe, unlearn_checkpoint
 
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=True)
     flags = {k: v for k, v in {"method": method, "seed": seed}.items() if v is not None}
     user = read_yaml(config_file) if config_file else {}
-    chosen = flags.get("method") or user.get("method") or "contrastive"
-    preset = preset_path("unlearn", f"{chosen}-{spec.scenario}")
-    config = build_config(
-        UnlearnConfig, [read_yaml(preset) if preset else None, user, flags], overrides
-    )
+    chosen = str(flags.get("method") or user.get("method") or "contrastive")
+    dataset = read_checkpoint_meta(checkpoint).dataset
+    config = build_unlearn_config(chosen, spec.scenario, [user, flags], overrides, dataset=dataset)
     results = unlearn_checkpoint(
         checkpoint, spec, config, out, with_reference=with_reference, quiet=quiet, force=force
     )

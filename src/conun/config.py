@@ -155,7 +155,7 @@ ConfigT = TypeVar("ConfigT", bound=StrictModel)
 
 def preset_path(kind: str, name: str) -> Path | None:
     """The shipped preset ``configs/<kind>/<name>.yaml``, or None if there is none."""
-    candidate = resources.files("conun") / "configs" / kind / f"{name}.yaml"
+    candidate = resources.files("conun").joinpath("configs", *kind.split("/"), f"{name}.yaml")
     return Path(str(candidate)) if candidate.is_file() else None
 
 
@@ -221,3 +221,25 @@ def format_validation_error(name: str, error: ValidationError) -> str:
 def config_to_yaml(config: StrictModel) -> str:
     """The resolved config as YAML, as written into every run directory."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def build_unlearn_config(
+    method: str,
+    scenario: str,
+    layers: Iterable[Mapping[str, Any] | None] = (),
+    overrides: Sequence[str] = (),
+    *,
+    dataset: str | None = None,
+) -> UnlearnConfig:
+    """An :class:`UnlearnConfig` for ``method`` on ``scenario``.
+
+    Layers, last wins: the method's shipped preset ``configs/unlearn/<method>-<scenario>.yaml``,
+    the dataset's ``configs/unlearn/<dataset>/<method>-<scenario>.yaml`` (where present),
+    ``layers``, then ``overrides``. The CLI, the demo and the Python API all build their
+    unlearning configs here, so that one request gets the same settings whichever way it comes.
+    """
+    presets = [preset_path("unlearn", f"{method}-{scenario}")]
+    if dataset is not None:
+        presets.append(preset_path(f"unlearn/{dataset}", f"{method}-{scenario}"))
+    preset_layers = [read_yaml(path) for path in presets if path is not None]
+    return build_config(UnlearnConfig, [*preset_layers, {"method": method}, *layers], overrides)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from conun.config import TrainConfig, UnlearnConfig, build_config, preset_path, read_yaml
+from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.runs import ForgetSpec, prepare_output_dir, run_method, train_original
 from conun.engine.checkpoint import save_checkpoint
+from conun.engine.runs import ForgetSpec, prepare_output_dir, run_method, train_original
 from conun.evaluation.results import Results, format_table
 from conun.methods.base import get_method
 
@@ -35,19 +35,21 @@ def run_demo(
     train_config = build_config(
         TrainConfig, [read_yaml(preset) if preset else None, {"dataset": dataset, "seed": seed}]
     )
-    unlearn_config = build_config(UnlearnConfig, [{"seed": seed}])
     prepare_output_dir(out_dir, force=force)
     trained = train_original(train_config, None, quiet=quiet)
     data, model = trained.data, trained.model
     validation = torch.tensor(trained.meta.validation, dtype=torch.long)
-    results = Results(dataset, train_config.model, seed, unlearn_config.device)
+    results = Results(dataset, train_config.model, seed, train_config.device)
     requests: list[ForgetRetainSplit] = [
         ForgetSpec(classes=(forget_class,)).resolve(data, validation, seed),
         ForgetSpec(fraction=forget_fraction).resolve(data, validation, seed),
     ]
     for split in requests:
         for name in ("original", "retrain", "contrastive"):
-            method = get_method(name).for_scenario(split.scenario, {})
+            unlearn_config = build_unlearn_config(
+                name, split.scenario, [{"seed": seed}], dataset=dataset
+            )
+            method = get_method(name).for_scenario(split.scenario, unlearn_config.options)
             _, record = run_method(
                 method,
                 model,

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from conun.cli import main
-from conun.engine.checkpoint import CheckpointMeta, save_checkpoint
+from conun.engine.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from conun.engine.runs import TrainedModel
 from conun.evaluation.results import validate_results
 from conun.models import build_model
@@ -78,7 +78,9 @@ def test_train_unlearn_evaluate_end_to_end(tmp_path: Path) -> None:
     assert run["metrics"]["forget_train_acc"] == results["runs"][-1]["metrics"]["forget_train_acc"]
 
     ids = tmp_path / "ids.txt"
-    ids.write_text("\n".join(str(i) for i in range(20, 60)))
+    held_out = set(read_checkpoint_meta(original).validation)
+    chosen = [i for i in range(200) if i not in held_out][:40]
+    ids.write_text("\n".join(str(i) for i in chosen))
     code, output = invoke(
         "unlearn",
         "--checkpoint",

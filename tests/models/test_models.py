@@ -129,6 +129,7 @@ def test_bad_num_classes(num_classes: int) -> None:
         ("small_cnn", (1, 4, 28), r"at least 8x8"),
         ("resnet18", (3, 7, 7), r"at least 8x8"),
         ("small_cnn", (28, 28), r"\(C, H, W\)"),
+        ("small_cnn", 28, r"\(C, H, W\)"),
         ("small_cnn", (1, 28.0, 28), r"\(C, H, W\)"),
         ("small_cnn", (0, 28, 28), r"channels must be >= 1"),
     ],

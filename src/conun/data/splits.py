@@ -199,7 +199,7 @@ class ForgetRetainSplit:
     # -- invariants -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise :class:`ForgetRequestError` unless the three sets partition ``range(num_train)``."""
+        """Raise :class:`ForgetRequestError` unless the sets partition ``range(num_train)``."""
         if self.forget.numel() == 0:
             raise ForgetRequestError("the forget set is empty")
         if self.retain.numel() == 0:

@@ -83,7 +83,7 @@ class Results:
         }
 
     def write(self, directory: str | Path) -> Path:
-        """Validate, then atomically write ``results.json`` and ``results.md`` into ``directory``."""
+        """Validate, then atomically write ``results.json`` and ``results.md`` into it."""
         data = self.to_dict()
         validate_results(data)
         target = Path(directory)

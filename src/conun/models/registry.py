@@ -124,8 +124,8 @@ def _check_num_classes(num_classes: int) -> None:
 
 
 def _check_input_shape(name: str, input_shape: InputShape, min_size: int) -> InputShape:
-    # Any sequence is accepted (a list from a YAML config too); the factory gets a tuple.
-    shape = tuple(input_shape)
+    # A list (from a YAML config) is as good as a tuple; the factory always gets a tuple.
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else ()
     if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
         raise ValueError(
             f"input_shape must be (C, H, W), three integers, e.g. (1, 28, 28) or (3, 32, 32); "

@@ -1,0 +1,84 @@
+"""The README's Python example runs as written, and the API works on a user's own nn.Module."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import conun
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_python_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "the README has no Python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "class-3 test accuracy:" in printed
+    forgotten = float(printed.rsplit("class-3 test accuracy:", 1)[1].split()[0])
+    result = namespace["result"]
+    assert isinstance(result, conun.UnlearnResult) and result.stopped_by == "rule"
+    # The rule held on the held-out class-3 samples (at most 1/C) ...
+    assert result.history[-1]["held_out_acc"] <= 0.1
+    # ... and the class collapsed on the test set too (from ~98%; the held-out set is small).
+    assert forgotten <= 0.35
+
+
+def test_unlearn_wraps_a_torchvision_model_by_its_head() -> None:
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=4)
+    images = torch.randn(48, 3, 32, 32)
+    labels = torch.arange(4).repeat(12)
+    before = [p.detach().clone() for p in net.parameters()]
+    result = conun.unlearn(
+        net,
+        forget=(images[:8], labels[:8]),
+        retain=(images[8:], labels[8:]),
+        head="fc",
+        stop=False,
+        max_passes=1,
+        batch_size=8,
+        omega=2,
+    )
+    assert result.forget_batches == 1 and result.stopped_by == "max_passes"
+    # The user's own module was trained in place through the wrapper.
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_unlearn_accepts_a_torch_dataset_and_rejects_bad_input() -> None:
+    class Pairs(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+        def __init__(self, n: int, offset: int) -> None:
+            self.images = torch.randn(n, 1, 8, 8)
+            self.offset = offset
+
+        def __len__(self) -> int:
+            return self.images.shape[0]
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return self.images[i], (i + self.offset) % 3
+
+    model = conun.models.build_model("small_cnn", num_classes=3, input_shape=(1, 8, 8))
+    result = conun.unlearn(model, Pairs(6, 0), Pairs(30, 1), stop=False, max_passes=2)
+    assert result.passes == 2
+    with pytest.raises(ValueError, match="held_out"):
+        conun.unlearn(model, Pairs(6, 0), Pairs(30, 1))
+    with pytest.raises(ValueError, match="share one"):
+        conun.unlearn(
+            model,
+            (torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)),
+            (torch.randn(4, 1, 9, 9), torch.ones(4, dtype=torch.long)),
+            stop=False,
+        )
+    with pytest.raises(ValueError, match="registered: "):
+        conun.unlearn(model, Pairs(6, 0), Pairs(30, 1), method="magic", stop=False)
+    with pytest.raises(ValueError, match="head"):
+        conun.unlearn(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), Pairs(6, 0), Pairs(30, 1), stop=False
+        )
