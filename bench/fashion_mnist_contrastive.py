@@ -1,0 +1,119 @@
+"""Acceptance run of issue #3: contrastive unlearning against retraining on Fashion-MNIST.
+
+For each seed: train the original small_cnn (the fashion-mnist preset: paper regime, no
+augmentation, >= 99% train accuracy), then for class 0, class 5 and 500 random samples run
+original, retrain (the original's own recipe) and contrastive (conun's defaults) into one
+results.json per request, and summarise every check of the issue in one Markdown table.
+
+    python bench/fashion_mnist_contrastive.py --seeds 0 1 2 --out bench/results/fashion-mnist-contrastive
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.engine.runs import ForgetSpec, train_original, unlearn_checkpoint
+from conun.reproducibility import versions
+
+REQUESTS = {
+    "class0": ForgetSpec(classes=(0,)),
+    "class5": ForgetSpec(classes=(5,)),
+    "sample500": ForgetSpec(num_samples=500),
+}
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion-mnist-contrastive"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-fashion-mnist"), help="checkpoints (not committed)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = []
+    for seed in args.seeds:
+        train_config = build_config(
+            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
+        )
+        original_dir = args.runs / f"seed{seed}" / "original"
+        trained = train_original(train_config, original_dir, quiet=True, force=True)
+        print(f"seed {seed}: original {trained.results.runs[0].metrics} in {trained.meta.seconds:.1f}s", flush=True)
+        for name, spec in REQUESTS.items():
+            config = build_unlearn_config("contrastive", spec.scenario, [{"seed": seed}], dataset="fashion-mnist")
+            results = unlearn_checkpoint(
+                original_dir, spec, config, args.runs / f"seed{seed}" / name,
+                with_reference=True, quiet=True, force=True,
+            )
+            data = results.to_dict()
+            target = args.out / f"seed{seed}" / name
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+            runs = {run["method"]: run for run in data["runs"]}
+            rows.append((seed, name, spec.scenario, runs))
+            print(seed, name, {m: (r["metrics"], round(r["seconds"], 2)) for m, r in runs.items()}, flush=True)
+
+    lines = [
+        "# Contrastive unlearning vs retraining — Fashion-MNIST, small_cnn",
+        "",
+        f"Command: `python bench/fashion_mnist_contrastive.py --seeds {' '.join(map(str, args.seeds))} --out {args.out}`",
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores, no GPU; versions {versions()}.",
+        f"Wall time of the whole run: {(time.perf_counter() - started) / 60:.1f} min.",
+        "",
+        "Accuracies in %. Checks of issue #3: class — forget test and forget train <= 10% (1/C), retain test within",
+        "1 point of retrain's; sample — test within 2 points of retrain's and |forget train - retrain's| <= 3",
+        "points; both — contrastive seconds <= 1/15 of retrain's (x retrain <= 0.067).",
+        "",
+        "| seed | request | method | forget train | forget test | retain test | test | seconds | x retrain | forget batches | checks s | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios: dict[str, list[float]] = {"class": [], "sample": []}
+    verdicts = []
+    for seed, name, scenario, runs in rows:
+        retrain, ours = runs["retrain"], runs["contrastive"]
+        r, c = retrain["metrics"], ours["metrics"]
+        ratio = ours["seconds"] / retrain["seconds"]
+        ratios[scenario].append(ratio)
+        if scenario == "class":
+            ok = (
+                c["forget_test_acc"] <= 0.1
+                and c["forget_train_acc"] <= 0.1
+                and abs(c["retain_test_acc"] - r["retain_test_acc"]) <= 0.01
+                and ratio <= 1 / 15
+            )
+        else:
+            ok = (
+                abs(c["test_acc"] - r["test_acc"]) <= 0.02
+                and abs(c["forget_train_acc"] - r["forget_train_acc"]) <= 0.03
+                and ratio <= 1 / 15
+            )
+        verdicts.append(ok)
+        for method in ("original", "retrain", "contrastive"):
+            run = runs[method]
+            m = run["metrics"]
+            lines.append(
+                f"| {seed} | {name} | {method} | {pct(m['forget_train_acc'])} | {pct(m['forget_test_acc'])} | "
+                f"{pct(m['retain_test_acc'])} | {pct(m['test_acc'])} | {run['seconds']:.2f} | "
+                f"{run['seconds'] / retrain['seconds']:.3f} | {run.get('forget_batches') or '–'} | "
+                f"{run.get('check_seconds', 0):.2f} | {('yes' if ok else 'NO') if method == 'contrastive' else ''} |"
+            )
+    lines += [
+        "",
+        f"Median contrastive/retrain time ratio: class {statistics.median(ratios['class']):.3f}, "
+        f"sample {statistics.median(ratios['sample']):.3f}.",
+        f"Requests meeting every check: {sum(verdicts)} of {len(verdicts)}.",
+    ]
+    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
