@@ -33,10 +33,17 @@ def pct(value: float | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("bench/results/fashion-mnist-contrastive"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/bench-fashion-mnist"), help="checkpoints (not committed)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs/bench-fashion-mnist"),
+        help="checkpoints (not committed)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     rows = []
@@ -46,12 +53,22 @@ def main() -> None:
         )
         original_dir = args.runs / f"seed{seed}" / "original"
         trained = train_original(train_config, original_dir, quiet=True, force=True)
-        print(f"seed {seed}: original {trained.results.runs[0].metrics} in {trained.meta.seconds:.1f}s", flush=True)
+        print(
+            f"seed {seed}: original {trained.results.runs[0].metrics} in {trained.meta.seconds:.1f}s",
+            flush=True,
+        )
         for name, spec in REQUESTS.items():
-            config = build_unlearn_config("contrastive", spec.scenario, [{"seed": seed}], dataset="fashion-mnist")
+            config = build_unlearn_config(
+                "contrastive", spec.scenario, [{"seed": seed}], dataset="fashion-mnist"
+            )
             results = unlearn_checkpoint(
-                original_dir, spec, config, args.runs / f"seed{seed}" / name,
-                with_reference=True, quiet=True, force=True,
+                original_dir,
+                spec,
+                config,
+                args.runs / f"seed{seed}" / name,
+                with_reference=True,
+                quiet=True,
+                force=True,
             )
             data = results.to_dict()
             target = args.out / f"seed{seed}" / name
@@ -59,7 +76,12 @@ def main() -> None:
             (target / "results.json").write_text(json.dumps(data, indent=2) + "\n")
             runs = {run["method"]: run for run in data["runs"]}
             rows.append((seed, name, spec.scenario, runs))
-            print(seed, name, {m: (r["metrics"], round(r["seconds"], 2)) for m, r in runs.items()}, flush=True)
+            print(
+                seed,
+                name,
+                {m: (r["metrics"], round(r["seconds"], 2)) for m, r in runs.items()},
+                flush=True,
+            )
 
     lines = [
         "# Contrastive unlearning vs retraining — Fashion-MNIST, small_cnn",

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+    """Base of every config section: unknown keys are errors; assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

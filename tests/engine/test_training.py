@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from conun.config import TrainConfig
@@ -50,13 +51,14 @@ def test_original_run_directory(digits_run: tuple[Path, TrainedModel]) -> None:
     assert abs(len(trained.meta.validation) - 0.1 * len(trained.data.train)) <= 10
 
 
-def test_training_on_a_subset_with_augmentation_runs_resnet(
-    make_digits_config: Callable[..., TrainConfig],
+@pytest.mark.parametrize("model", ["resnet18", "resnet18_proj"])
+def test_resnets_train_end_to_end_on_a_small_subset(
+    make_digits_config: Callable[..., TrainConfig], model: str
 ) -> None:
-    digits_config = make_digits_config
-    config = digits_config(
-        model="resnet18_proj", epochs=1, max_train_samples=64, augment=True, batch_size=32
+    config = make_digits_config(
+        model=model, epochs=1, max_train_samples=64, augment=True, batch_size=32
     )
     trained = train_original(config, None, quiet=True)
     assert len(trained.data.train) == 64
     assert 0.0 <= trained.results.runs[0].metrics["test_acc"] <= 1.0
+    assert trained.meta.model == model
