@@ -38,7 +38,21 @@ class OptimizerConfig(StrictModel):
     nesterov: bool = False
 
 
-class TrainConfig(StrictModel):
+class RunSettings(StrictModel):
+    """Where and how reproducibly a run executes; shared by training and unlearning."""
+
+    seed: int = 0
+    device: str = "cpu"
+    channels_last: bool = True
+    eval_batch_size: int = Field(1024, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        return validate_device(value)
+
+
+class TrainConfig(RunSettings):
     """How the original model (and, on the same recipe, the retrained reference) is trained."""
 
     dataset: str = "digits"
@@ -53,10 +67,6 @@ class TrainConfig(StrictModel):
     augment: bool = False
     validation_fraction: float = Field(0.1, ge=0, le=0.5)
     max_train_samples: int | None = Field(None, ge=2)
-    seed: int = 0
-    device: str = "cpu"
-    channels_last: bool = True
-    eval_batch_size: int = Field(1024, ge=1)
 
     @field_validator("dataset")
     @classmethod
@@ -78,11 +88,6 @@ class TrainConfig(StrictModel):
             raise ValueError(f"unknown model {value!r}; allowed: {', '.join(available_models())}")
         return value
 
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, value: str) -> str:
-        return validate_device(value)
-
 
 class StoppingConfig(StrictModel):
     """When an unlearning loop stops (PAPER.md, "Stopping rules")."""
@@ -101,7 +106,7 @@ class StoppingConfig(StrictModel):
     """Upper bound on passes over the forget set."""
 
 
-class UnlearnConfig(StrictModel):
+class UnlearnConfig(RunSettings):
     """How a model is unlearned: the method, its options, the optimiser and the stopping rule."""
 
     method: str = "contrastive"
@@ -111,10 +116,6 @@ class UnlearnConfig(StrictModel):
     stopping: StoppingConfig = StoppingConfig()
     options: dict[str, Any] = Field(default_factory=dict)
     """Method hyperparameters, validated by the method's own options model."""
-    seed: int = 0
-    device: str = "cpu"
-    channels_last: bool = True
-    eval_batch_size: int = Field(1024, ge=1)
 
     @field_validator("method")
     @classmethod
@@ -126,11 +127,6 @@ class UnlearnConfig(StrictModel):
                 f"unknown method {value!r}; registered: {', '.join(available_methods())}"
             )
         return value
-
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, value: str) -> str:
-        return validate_device(value)
 
 
 def validate_device(value: str) -> str:

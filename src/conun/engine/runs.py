@@ -8,6 +8,7 @@ at the end, each file atomically, so that a failed run leaves an existing direct
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,17 +316,13 @@ def unlearn_checkpoint(
     save_checkpoint(
         target,
         unlearned,
-        CheckpointMeta(
-            model=meta.model,
-            dataset=meta.dataset,
-            num_classes=meta.num_classes,
-            input_shape=meta.input_shape,
-            train_config=meta.train_config,
-            validation=meta.validation,
+        dataclasses.replace(
+            meta,
             method=method.name,
             seconds=method_record.seconds,
             split=split.to_dict(),
             metrics=method_record.metrics,
+            versions=None,  # filled with this run's versions when written
         ),
     )
     split.save(target / "split.json")
