@@ -121,10 +121,15 @@ def unlearn(
     Returns:
         The unlearned model (modified in place) and how the run went.
     """
+    if stop and held_out is None:
+        raise ValueError(
+            "the stopping rule needs held_out data the model never trained on; pass held_out=... "
+            "or stop=False (then max_passes passes are run)"
+        )
     classifier = (
         model
         if isinstance(model, Classifier)
-        else wrap_model(model, head=head or "", num_classes=num_classes)
+        else wrap_model(model, head=head, num_classes=num_classes)
     )
     forget_set = as_array_dataset(forget, name="forget")
     retain_set = as_array_dataset(retain, name="retain")
@@ -156,11 +161,6 @@ def unlearn(
         if scenario == "class"
         else (),
     )
-    if stop and held_set is None:
-        raise ValueError(
-            "the stopping rule needs held_out data the model never trained on; pass held_out=... "
-            "or stop=False (then max_passes passes are run)"
-        )
     # The rule compares against the held-out samples (the "validation" split of this ad-hoc
     # dataset). Without them (stop=False) the history tracks the forget set against itself.
     data = DatasetBundle(
