@@ -68,11 +68,11 @@ def accuracy(
     if len(data) == 0:
         return None
     hits = predict(model, data.images, batch_size=batch_size, channels_last=channels_last)
-    return float((hits == data.labels).float().mean())
+    return float((hits == data.labels).double().mean())
 
 
 def _mean_or_none(correct: Tensor, index: Tensor) -> float | None:
-    return float(correct[index].float().mean()) if index.numel() else None
+    return float(correct[index].double().mean()) if index.numel() else None
 
 
 def evaluate_split(
@@ -101,9 +101,11 @@ def evaluate_split(
         return predicted == part.labels
 
     test_correct, train_correct = correct(data.test), correct(data.train)
-    test_acc = float(test_correct.float().mean())
+    test_acc = float(test_correct.double().mean())
     if split is None:
-        return SplitMetrics(test_acc=test_acc, retain_train_acc=float(train_correct.float().mean()))
+        return SplitMetrics(
+            test_acc=test_acc, retain_train_acc=float(train_correct.double().mean())
+        )
     forget_test: float | None = None
     retain_test: float | None = None
     if split.scenario == "class":
