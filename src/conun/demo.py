@@ -15,7 +15,7 @@ from conun.config import TrainConfig, build_config, build_unlearn_config, preset
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import save_checkpoint
 from conun.engine.runs import ForgetSpec, prepare_output_dir, run_method, train_original
-from conun.evaluation.results import Results, format_table
+from conun.evaluation.results import Results
 from conun.methods.base import get_method
 
 
@@ -67,4 +67,4 @@ def run_demo(
     return results
 
 
-__all__ = ["format_table", "run_demo"]
+__all__ = ["run_demo"]
