@@ -3,7 +3,7 @@
 Importing this package registers every built-in method.
 """
 
-from conun.methods import contrastive, reference  # noqa: F401  (registration side effects)
+from conun.methods import contrastive, gradient, reference  # noqa: F401  (registration)
 from conun.methods.base import (
     METHODS,
     LoopMethod,
