@@ -6,9 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
-from conun.config import TrainConfig, build_config, preset_path, read_yaml
-from conun.engine.runs import TrainedModel, train_original
+from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.engine.runs import ForgetSpec, TrainedModel, run_method, train_original
+from conun.evaluation.results import RunRecord
+from conun.methods import get_method
 
 
 def digits_config(**changes: object) -> TrainConfig:
@@ -29,3 +32,30 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainedM
     """An original small_cnn trained on digits, written to a run directory."""
     out = tmp_path_factory.mktemp("digits-original")
     return out, train_original(digits_config(), out, quiet=True)
+
+
+def unlearn_on_digits(
+    trained: TrainedModel, spec: ForgetSpec, method: str = "contrastive", **config: object
+) -> RunRecord:
+    """Run ``method`` on a digits original with the shipped presets (plus ``config`` layered on
+    top) and return its results row; the original itself is left untouched."""
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    unlearn_config = build_unlearn_config(method, split.scenario, [config], dataset="digits")
+    runner = get_method(method).for_scenario(split.scenario, unlearn_config.options)
+    _, record = run_method(
+        runner,
+        trained.model,
+        trained.data,
+        split,
+        unlearn_config,
+        train_config=TrainConfig.model_validate(trained.meta.train_config),
+        original_seconds=trained.meta.seconds,
+        quiet=True,
+    )
+    return record
+
+
+@pytest.fixture(scope="session")
+def run_on_digits() -> Callable[..., RunRecord]:
+    """:func:`unlearn_on_digits` as a fixture."""
+    return unlearn_on_digits

@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from conun.config import build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method
-from conun.methods import get_method
+from conun.engine.runs import ForgetSpec, TrainedModel
+from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model
 
 
-def unlearn(trained: TrainedModel, spec: ForgetSpec, method: str = "contrastive", **config: object):  # type: ignore[no-untyped-def]
-    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = build_unlearn_config(method, split.scenario, [config], dataset="digits")
-    runner = get_method(method).for_scenario(split.scenario, dict(unlearn_config.options))
-    _, record = run_method(
-        runner,
-        trained.model,
-        trained.data,
-        split,
-        unlearn_config,
-        train_config=None,
-        original_seconds=trained.meta.seconds,
-        quiet=True,
-    )
-    return record
-
-
 def test_class_unlearning_forgets_the_class_and_keeps_the_rest(
     digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
 ) -> None:
+    unlearn = run_on_digits
     _, trained = digits_run
     original = unlearn(trained, ForgetSpec(classes=(5,)), method="original").metrics
     record = unlearn(trained, ForgetSpec(classes=(5,)))
@@ -55,7 +40,9 @@ def test_class_unlearning_forgets_the_class_and_keeps_the_rest(
 
 def test_class_rule_on_the_test_set_as_the_paper_does(
     digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
 ) -> None:
+    unlearn = run_on_digits
     _, trained = digits_run
     record = unlearn(trained, ForgetSpec(classes=(5,)), stopping={"eval_set": "test"})
     # eval_size (512) covers every class-5 test sample: the rule itself is the test accuracy.
@@ -65,7 +52,9 @@ def test_class_rule_on_the_test_set_as_the_paper_does(
 
 def test_sample_unlearning_moves_forget_accuracy_to_held_out_level(
     digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
 ) -> None:
+    unlearn = run_on_digits
     _, trained = digits_run
     record = unlearn(trained, ForgetSpec(fraction=0.1))
     final = record.history[-1]
@@ -74,7 +63,10 @@ def test_sample_unlearning_moves_forget_accuracy_to_held_out_level(
     assert record.metrics["test_acc"] >= 0.85
 
 
-def test_check_every_records_a_denser_history(digits_run: tuple[Path, TrainedModel]) -> None:
+def test_check_every_records_a_denser_history(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    unlearn = run_on_digits
     _, trained = digits_run
     record = unlearn(
         trained,
