@@ -54,7 +54,6 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
     )
     stopping = config.stopping
     evaluation_sets = build_evaluation_sets(data, split, stopping, generator=task.generator)
-    optimiser = make_optimizer(model.parameters(), config.optimizer)
 
     history: list[dict[str, float]] = []
     check_seconds = 0.0
@@ -89,6 +88,8 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
             set_batchnorm_eval(model)
 
     started = time.perf_counter()
+    method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
+    optimiser = make_optimizer(method.trainable_parameters(model), config.optimizer)
     last = check()  # batch 0: where the model starts
     stopped_by = "rule" if stopping.rule == "auto" and last.stop else ""
     steps = method.steps_per_forget_batch()
@@ -128,6 +129,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                 optimiser.zero_grad(set_to_none=True)
                 terms.total.backward()
                 optimiser.step()
+                method.after_step(model)
             forget_batches += 1
             progress.update()
             if stopping.check_every and forget_batches % stopping.check_every == 0:

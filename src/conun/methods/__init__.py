@@ -1,9 +1,12 @@
 """Unlearning methods, one file each, registered by name.
 
-Importing this package registers every built-in method.
+Importing this package registers every built-in method: each module of the package is imported
+here, so that a new method is one new file with a ``@register_method`` class in it.
 """
 
-from conun.methods import contrastive, gradient, reference  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from conun.methods.base import (
     METHODS,
     LoopMethod,
@@ -18,6 +21,10 @@ from conun.methods.base import (
     get_method,
     register_method,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "METHODS",

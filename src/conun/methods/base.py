@@ -189,6 +189,18 @@ class LoopMethod(UnlearningMethod):
         """Keep BatchNorm running statistics fixed during unlearning."""
         return False
 
+    def prepare(self, model: Classifier, task: UnlearningTask) -> None:
+        """Called once, with ``model`` already on its device, before the optimiser is built:
+        compute masks, copy teachers, etc. Draw randomness from ``task.generator`` only."""
+
+    def trainable_parameters(self, model: Classifier) -> list[torch.nn.Parameter]:
+        """The parameters the optimiser updates (all of the model's by default)."""
+        return list(model.parameters())
+
+    def after_step(self, model: Classifier) -> None:
+        """Called after every optimiser step, e.g. to put masked weights back exactly (weight
+        decay and momentum would otherwise move them even with a zero gradient)."""
+
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         """The objective of one step (minimised)."""
         raise NotImplementedError
