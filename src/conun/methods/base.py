@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import ValidationError
@@ -170,12 +170,16 @@ class UnlearningMethod:
 class LoopMethod(UnlearningMethod):
     """A method defined by a per-batch objective; the engine runs the loop.
 
-    Subclasses implement :meth:`loss`, and say which halves of a batch they use through
-    ``uses_forget`` / ``uses_retain`` so that the engine draws only what is needed.
+    Subclasses implement :meth:`loss`, say which halves of a batch they use through
+    ``uses_forget`` / ``uses_retain`` so that the engine draws only what is needed, and which set
+    a pass goes over through ``pass_over``.
     """
 
     uses_forget: ClassVar[bool] = True
     uses_retain: ClassVar[bool] = True
+    #: The set one pass goes over: "forget" (Algorithm 1; a fresh random retain batch per step)
+    #: or "retain" (fine-tuning style; a fresh random forget batch per step if used).
+    pass_over: ClassVar[Literal["forget", "retain"]] = "forget"
 
     def steps_per_forget_batch(self) -> int:
         """Optimiser steps per forget batch (the paper's omega for contrastive)."""
@@ -184,6 +188,10 @@ class LoopMethod(UnlearningMethod):
     def retain_batch_size(self, forget_batch_size: int) -> int:
         """Retain samples drawn per step."""
         return forget_batch_size
+
+    def forget_batch_size(self, batch_size: int) -> int:
+        """Forget samples drawn per step when a pass goes over the retain set."""
+        return batch_size
 
     def freeze_batchnorm(self) -> bool:
         """Keep BatchNorm running statistics fixed during unlearning."""
@@ -200,6 +208,11 @@ class LoopMethod(UnlearningMethod):
     def after_step(self, model: Classifier) -> None:
         """Called after every optimiser step, e.g. to put masked weights back exactly (weight
         decay and momentum would otherwise move them even with a zero gradient)."""
+
+    def finish(self, model: Classifier) -> Classifier:
+        """Called once after the last step, inside the timed region; returns the final model
+        (e.g. boundary_expanding prunes its extra output here). Default: ``model`` unchanged."""
+        return model
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         """The objective of one step (minimised)."""
