@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -188,6 +188,11 @@ def train(
     is_flag=True,
     help="Also run original and retrain into the same results.json.",
 )
+@click.option(
+    "--audit",
+    is_flag=True,
+    help="Add the privacy audit (membership attacks; distances to retrain with --with-reference).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @_common_options
 @_handle_errors
@@ -200,6 +205,7 @@ def unlearn(
     forget_ids: str | None,
     seed: int | None,
     with_reference: bool,
+    audit: bool,
     out: str,
     config_file: str | None,
     overrides: tuple[str, ...],
@@ -218,7 +224,14 @@ def unlearn(
     dataset = read_checkpoint_meta(checkpoint).dataset
     config = build_unlearn_config(chosen, spec.scenario, [user, flags], overrides, dataset=dataset)
     results = unlearn_checkpoint(
-        checkpoint, spec, config, out, with_reference=with_reference, quiet=quiet, force=force
+        checkpoint,
+        spec,
+        config,
+        out,
+        with_reference=with_reference,
+        audit=audit,
+        quiet=quiet,
+        force=force,
     )
     click.echo(describe(results))
 
@@ -231,6 +244,7 @@ def unlearn(
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of a random forget draw."
 )
+@click.option("--audit", is_flag=True, help="Add the membership-inference audit.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--quiet", is_flag=True, help="Warnings only.")
 @click.option("--force", is_flag=True, help="Overwrite an earlier results.json in --out.")
@@ -242,6 +256,7 @@ def evaluate(
     forget_fraction: float | None,
     forget_ids: str | None,
     seed: int,
+    audit: bool,
     out: str,
     quiet: bool,
     force: bool,
@@ -251,7 +266,60 @@ def evaluate(
 
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
-    click.echo(describe(evaluate_checkpoint(checkpoint, spec, out, seed=seed, force=force)))
+    results = evaluate_checkpoint(checkpoint, spec, out, seed=seed, audit=audit, force=force)
+    click.echo(describe(results))
+
+
+@main.command()
+@click.option(
+    "--checkpoint", required=True, type=click.Path(), help="Checkpoint file or run directory."
+)
+@_forget_options
+@click.option(
+    "--reference",
+    type=click.Path(),
+    help="The retrained model's checkpoint: adds distances to it and the summary scores.",
+)
+@click.option(
+    "--attack",
+    type=click.Choice(["logistic", "svc", "gradient_boosting"]),
+    default="logistic",
+    show_default=True,
+    help="Classifier of the paper's membership attack.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of every draw of the audit."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--quiet", is_flag=True, help="Warnings only.")
+@click.option("--force", is_flag=True, help="Overwrite an earlier results.json in --out.")
+@_handle_errors
+def audit(
+    checkpoint: str,
+    forget_classes: tuple[int, ...],
+    forget_samples: int | None,
+    forget_fraction: float | None,
+    forget_ids: str | None,
+    reference: str | None,
+    attack: Literal["logistic", "svc", "gradient_boosting"],
+    seed: int,
+    out: str,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Privacy audit of a checkpoint: membership attacks, and distances to --reference.
+
+    Every number is printed with its meaning and good direction; "closer to retrain" means
+    compare with the --reference column.
+    """
+    from conun.engine.runs import audit_checkpoint, describe
+
+    _setup_logging(quiet)
+    spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
+    results = audit_checkpoint(
+        checkpoint, spec, out, reference=reference, seed=seed, attack=attack, force=force
+    )
+    click.echo(describe(results))
 
 
 @main.command()

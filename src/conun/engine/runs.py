@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from conun.engine.checkpoint import (
 )
 from conun.engine.training import train_classifier
 from conun.evaluation.accuracy import evaluate_split
+from conun.evaluation.distances import UnlearningScores, output_distances, summary_scores
+from conun.evaluation.privacy import AttackName, audit_model
 from conun.evaluation.results import RESULTS_FILE, Results, RunRecord, format_table
 from conun.io import atomic_write_text
 from conun.methods.base import UnlearningMethod, UnlearningTask, get_method
@@ -256,6 +259,54 @@ def run_method(
     return outcome.model, record
 
 
+def audit_against(
+    model: Classifier,
+    record: RunRecord,
+    data: DatasetBundle,
+    split: ForgetRetainSplit,
+    *,
+    seed: int,
+    batch_size: int,
+    channels_last: bool = False,
+    attack: AttackName = "logistic",
+    reference: tuple[Classifier, RunRecord] | None = None,
+) -> None:
+    """Add the privacy audit to ``record.metrics``: the population attacks (a)-(c) of
+    :func:`conun.evaluation.privacy.audit_model`, and, given the retrained ``reference`` (model
+    and its audited record), the distances to it on ``D_u_tr`` and the summary scores."""
+    record.metrics.update(
+        audit_model(
+            model,
+            data,
+            split,
+            seed=seed,
+            batch_size=batch_size,
+            attack=attack,
+            channels_last=channels_last,
+        )
+    )
+    if reference is None:
+        return
+    reference_model, reference_record = reference
+    record.metrics.update(
+        output_distances(
+            model,
+            reference_model,
+            data.train.images[split.forget],
+            batch_size=batch_size,
+            channels_last=channels_last,
+        )
+    )
+    # In the class scenario TA is the test accuracy on the retained classes (Fan et al. 2024).
+    test_key = "retain_test_acc" if split.scenario == "class" else "test_acc"
+    record.metrics.update(
+        summary_scores(
+            UnlearningScores.from_metrics(record.metrics, test_key=test_key),
+            UnlearningScores.from_metrics(reference_record.metrics, test_key=test_key),
+        )
+    )
+
+
 def unlearn_checkpoint(
     checkpoint: str | Path,
     spec: ForgetSpec,
@@ -263,6 +314,7 @@ def unlearn_checkpoint(
     out_dir: str | Path,
     *,
     with_reference: bool = False,
+    audit: bool = False,
     quiet: bool = False,
     force: bool = False,
 ) -> Results:
@@ -270,7 +322,8 @@ def unlearn_checkpoint(
 
     Writes into ``out_dir``: the unlearned ``checkpoint.safetensors``, ``split.json``,
     ``config.yaml`` and ``results.json`` (the method's run; with ``with_reference`` also the
-    original's and retrain's runs, in that order).
+    original's and retrain's runs, in that order). With ``audit`` every run is audited
+    (:func:`audit_against`; distances to retrain when it ran too).
     """
     meta = read_checkpoint_meta(checkpoint)
     train_config = TrainConfig.model_validate(meta.train_config)
@@ -296,6 +349,7 @@ def unlearn_checkpoint(
 
     results = Results(meta.dataset, meta.model, config.seed, config.device)
     unlearned: Classifier | None = None
+    produced_models: list[tuple[Classifier, RunRecord]] = []
     for runner in [*references, method]:
         produced, record = run_method(
             runner,
@@ -308,9 +362,12 @@ def unlearn_checkpoint(
             quiet=quiet,
         )
         results.runs.append(record)
+        produced_models.append((produced, record))
         if runner is method:
             unlearned = produced
     assert unlearned is not None
+    if audit:
+        _audit_all(produced_models, data, split, config)
     target = Path(out_dir)
     method_record = results.runs[-1]
     save_checkpoint(
@@ -331,16 +388,46 @@ def unlearn_checkpoint(
     return results
 
 
+def _audit_all(
+    runs: list[tuple[Classifier, RunRecord]],
+    data: DatasetBundle,
+    split: ForgetRetainSplit,
+    config: UnlearnConfig,
+) -> None:
+    """Audit every run; the retrain run first, so the others can be compared with it."""
+    audit = functools.partial(
+        audit_against,
+        data=data,
+        split=split,
+        seed=config.seed,
+        batch_size=config.eval_batch_size,
+        channels_last=config.channels_last,
+    )
+    retrained = next(((m, r) for m, r in runs if r.method == "retrain"), None)
+    if retrained is not None:
+        audit(*retrained)
+    for model, record in runs:
+        if record.method != "retrain":
+            audit(model, record, reference=retrained)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     spec: ForgetSpec | None,
     out_dir: str | Path,
     *,
     seed: int = 0,
+    audit: bool = False,
     force: bool = False,
 ) -> Results:
     """Evaluate a checkpoint on every split of ``spec`` (or of the split it was unlearned for,
-    or none) and write ``results.json`` into ``out_dir``."""
+    or none) and write ``results.json`` into ``out_dir``; ``audit`` adds the privacy audit
+    (which needs a forget request)."""
+    if audit and spec is None and read_checkpoint_meta(checkpoint).split is None:
+        raise ForgetRequestError(
+            "--audit needs a forget request: give --forget-class/--forget-samples/--forget-ids, "
+            "or evaluate a checkpoint written by `conun unlearn`"
+        )
     meta = read_checkpoint_meta(checkpoint)
     train_config = TrainConfig.model_validate(meta.train_config)
     ensure_dataset(train_config)
@@ -364,7 +451,92 @@ def evaluate_checkpoint(
         seconds=meta.seconds,
         metrics=metrics.to_dict(),
     )
+    if audit and split is not None:
+        audit_against(
+            model, record, data, split, seed=seed, batch_size=train_config.eval_batch_size
+        )
     results = Results(meta.dataset, meta.model, seed, "cpu", [record])
+    results.write(out_dir)
+    return results
+
+
+def audit_checkpoint(
+    checkpoint: str | Path,
+    spec: ForgetSpec | None,
+    out_dir: str | Path,
+    *,
+    reference: str | Path | None = None,
+    seed: int = 0,
+    attack: AttackName = "logistic",
+    force: bool = False,
+) -> Results:
+    """Audit a checkpoint: accuracies on every split, the population membership attacks and,
+    with the retrained model as ``reference``, the distances to it and the summary scores.
+
+    The forget request is ``spec``, else the one the checkpoint was unlearned for. Writes
+    ``results.json`` (the reference's run first, then the audited one) into ``out_dir``.
+    """
+    meta = read_checkpoint_meta(checkpoint)
+    if spec is None and meta.split is None:
+        raise ForgetRequestError(
+            "an audit needs a forget request: give --forget-class/--forget-samples/--forget-ids, "
+            "or audit a checkpoint written by `conun unlearn`"
+        )
+    reference_meta = read_checkpoint_meta(reference) if reference is not None else None
+    if reference_meta is not None and (
+        reference_meta.dataset != meta.dataset
+        or reference_meta.num_classes != meta.num_classes
+        or tuple(reference_meta.input_shape) != tuple(meta.input_shape)
+    ):
+        raise CheckpointError(
+            f"--reference {reference} is a {reference_meta.model} on {reference_meta.dataset} "
+            f"({reference_meta.num_classes} classes); the audited checkpoint is a {meta.model} on "
+            f"{meta.dataset} ({meta.num_classes} classes): they cannot be compared"
+        )
+    train_config = TrainConfig.model_validate(meta.train_config)
+    ensure_dataset(train_config)
+    prepare_output_dir(out_dir, force=force)
+    data = load_training_data(train_config)
+    model, meta = load_checkpoint(
+        checkpoint, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
+    )
+    validation = torch.tensor(meta.validation, dtype=torch.long)
+    split = (
+        spec.resolve(data, validation, seed)
+        if spec is not None
+        else ForgetRetainSplit.from_dict(meta.split or {})
+    )
+    audit = functools.partial(
+        audit_against,
+        data=data,
+        split=split,
+        seed=seed,
+        batch_size=train_config.eval_batch_size,
+        attack=attack,
+    )
+
+    def record_of(of: Classifier, of_meta: CheckpointMeta) -> RunRecord:
+        metrics = evaluate_split(of, data, split, batch_size=train_config.eval_batch_size)
+        return RunRecord(
+            scenario=split.scenario,
+            forget=split.request(),
+            method=of_meta.method,
+            seconds=of_meta.seconds,
+            metrics=metrics.to_dict(),
+        )
+
+    results = Results(meta.dataset, meta.model, seed, "cpu")
+    retrained: tuple[Classifier, RunRecord] | None = None
+    if reference is not None:
+        reference_model, reference_meta = load_checkpoint(
+            reference, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
+        )
+        retrained = (reference_model, record_of(reference_model, reference_meta))
+        audit(*retrained)
+        results.runs.append(retrained[1])
+    record = record_of(model, meta)
+    audit(model, record, reference=retrained)
+    results.runs.append(record)
     results.write(out_dir)
     return results
 
@@ -379,6 +551,8 @@ __all__ = [
     "ForgetSpec",
     "OutputExistsError",
     "TrainedModel",
+    "audit_against",
+    "audit_checkpoint",
     "describe",
     "evaluate_checkpoint",
     "load_training_data",

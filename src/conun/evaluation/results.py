@@ -131,4 +131,32 @@ def format_table(data: dict[str, Any]) -> str:
         cells.append(f"{run['seconds'] / reference:.3f}" if reference else "–")
         cells.append("–" if run.get("passes") is None else f"{run['passes']:g}")
         lines.append("| " + " | ".join(cells) + " |")
+    audit = format_audit_table(data)
+    return "\n".join(lines) + ("\n\n" + audit if audit else "")
+
+
+def format_audit_table(data: dict[str, Any]) -> str:
+    """The membership-inference and distance numbers of every run that has them, one row per
+    number with its meaning and good direction ("closer to retrain": compare with the retrain
+    column); empty when no run was audited."""
+    from conun.evaluation.distances import DISTANCE_COLUMNS
+    from conun.evaluation.privacy import AUDIT_COLUMNS
+
+    columns = {**AUDIT_COLUMNS, **DISTANCE_COLUMNS}
+    runs = [run for run in data["runs"] if any(key in columns for key in run["metrics"])]
+    if not runs:
+        return ""
+    header = ["number", *(run["method"] for run in runs), "meaning", "good direction"]
+    lines = [
+        "Privacy audit (fractions; population attacks: members = D_r_tr, non-members = test)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for key, (meaning, direction) in columns.items():
+        values = [run["metrics"].get(key) for run in runs]
+        if all(value is None for value in values):
+            continue
+        cells = ["–" if value is None else f"{value:.4g}" for value in values]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {meaning} | {direction} |")
     return "\n".join(lines)
