@@ -70,7 +70,7 @@ def test_audit_command_with_reference_and_evaluate_audit(
     assert list(runs) == ["retrain", "original"]
     assert set(DISTANCE_COLUMNS) <= set(runs["original"])
     assert runs["original"]["weight_distance"] > 0
-    for key, (meaning, direction) in AUDIT_COLUMNS.items():
+    for key, (_meaning, direction) in AUDIT_COLUMNS.items():
         assert key in output and direction.split(";")[0] in output, key
 
     # evaluate --audit on the retrained checkpoint reuses its own split (written by unlearn).
