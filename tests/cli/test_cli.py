@@ -102,7 +102,7 @@ def test_train_unlearn_evaluate_end_to_end(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--forget-class", "12"], "classes are 0..9"),
-        (["--forget-class", "3", "--method", "magic"], "registered: contrastive"),
+        (["--forget-class", "3", "--method", "magic"], "'magic'; registered: bad_teacher"),
         (["--forget-samples", "0"], "between 1 and"),
         (["--forget-samples", "100000"], "between 1 and"),
         ([], "give exactly one forget request"),

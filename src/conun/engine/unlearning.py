@@ -82,6 +82,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
             data.num_classes,
             batch_size=config.eval_batch_size,
             channels_last=config.channels_last,
+            checks_forget=config.stopping.class_checks_forget,
         )
         check_seconds += time.perf_counter() - started
         history.append(

@@ -235,6 +235,7 @@ class Scrub(UnlearningMethod):
                 data.num_classes,
                 batch_size=config.eval_batch_size,
                 channels_last=config.channels_last,
+                checks_forget=config.stopping.class_checks_forget,
             )
             check_seconds += time.perf_counter() - started_check
             history.append(
