@@ -18,6 +18,23 @@ def test_shuffled_batches_visit_each_index_once() -> None:
     assert [b.numel() for b in dropped] == [5, 5, 5, 5]
 
 
+def test_a_trailing_single_sample_joins_the_batch_before_it() -> None:
+    # 21 = 4 x 5 + 1: BatchNorm cannot train on the lone sample, and dropping it loses data.
+    indices = torch.arange(21)
+    generator = torch.Generator().manual_seed(0)
+    batches = list(shuffled_batches(indices, 5, generator=generator, no_singleton=True))
+    assert [b.numel() for b in batches] == [5, 5, 5, 6]
+    assert torch.equal(torch.sort(torch.cat(batches)).values, indices)
+    # Same order as without the option: only the cut changes.
+    plain = list(shuffled_batches(indices, 5, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.cat(batches), torch.cat(plain))
+    # A set of one sample stays one batch; other remainders are untouched.
+    one = list(shuffled_batches(torch.arange(1), 5, generator=generator, no_singleton=True))
+    assert [b.numel() for b in one] == [1]
+    rest = list(shuffled_batches(torch.arange(22), 5, generator=generator, no_singleton=True))
+    assert [b.numel() for b in rest] == [5, 5, 5, 5, 2]
+
+
 def test_retain_stream_draws_fresh_distinct_batches_and_balances_use() -> None:
     indices = torch.arange(100, 150)
     stream = RandomBatchStream(indices, 8, generator=torch.Generator().manual_seed(1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,3 +63,23 @@ def test_resnets_train_end_to_end_on_a_small_subset(
     assert len(trained.data.train) == 64
     assert 0.0 <= trained.results.runs[0].metrics["test_acc"] <= 1.0
     assert trained.meta.model == model
+
+
+def test_a_set_of_k_batches_plus_one_sample_trains(
+    digits_run: tuple[Path, TrainedModel], make_digits_config: Callable[..., TrainConfig]
+) -> None:
+    """65 samples at batch 64: the lone 65th sample joins the last batch instead of reaching
+    BatchNorm alone (which raises in training mode)."""
+    from conun.engine.training import train_classifier
+    from conun.models import build_model
+
+    _, trained = digits_run
+    data = trained.data
+    config = make_digits_config(epochs=1, batch_size=64)
+    model = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model.train()(data.train.images[:1])
+    outcome = train_classifier(
+        model, data.train.subset(torch.arange(65)), config, generator=torch.Generator(), quiet=True
+    )
+    assert len(outcome.epochs) == 1 and math.isfinite(outcome.epochs[0]["loss"])

@@ -9,7 +9,12 @@ from torch import Tensor
 
 
 def shuffled_batches(
-    indices: Tensor, batch_size: int, *, generator: torch.Generator, drop_last: bool = False
+    indices: Tensor,
+    batch_size: int,
+    *,
+    generator: torch.Generator,
+    drop_last: bool = False,
+    no_singleton: bool = False,
 ) -> Iterator[Tensor]:
     """One epoch: ``indices`` in a random order, cut into batches.
 
@@ -17,14 +22,21 @@ def shuffled_batches(
         indices: ``(N,)`` int64 indices to visit once each.
         batch_size: samples per batch; the last batch may be smaller unless ``drop_last``.
         generator: the source of the order (seeded by the caller).
+        no_singleton: a trailing batch of one sample joins the batch before it (``batch_size +
+            1`` samples): BatchNorm cannot normalise a single sample in training mode, and
+            dropping it would leave a sample out of the epoch.
 
     Yields:
         ``(B,)`` int64 index batches.
     """
     order = indices[torch.randperm(indices.numel(), generator=generator)]
     stop = order.numel() - (order.numel() % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
-        yield order[start : start + batch_size]
+    starts = list(range(0, stop, batch_size))
+    if no_singleton and len(starts) > 1 and stop - starts[-1] == 1:
+        starts.pop()
+    for position, start in enumerate(starts):
+        end = starts[position + 1] if position + 1 < len(starts) else stop
+        yield order[start:end]
 
 
 class RandomBatchStream:

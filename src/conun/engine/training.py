@@ -111,7 +111,9 @@ def train_classifier(
         model.train()
         started = time.perf_counter()
         loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
-        for batch in shuffled_batches(indices, config.batch_size, generator=generator):
+        for batch in shuffled_batches(
+            indices, config.batch_size, generator=generator, no_singleton=True
+        ):
             images = train.images[batch]
             if config.augment:
                 images = augment_batch(images, generator=generator, **augmentation)
