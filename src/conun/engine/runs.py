@@ -367,7 +367,7 @@ def unlearn_checkpoint(
             unlearned = produced
     assert unlearned is not None
     if audit:
-        _audit_all(produced_models, data, split, config)
+        audit_runs(produced_models, data, split, config)
     target = Path(out_dir)
     method_record = results.runs[-1]
     save_checkpoint(
@@ -388,7 +388,7 @@ def unlearn_checkpoint(
     return results
 
 
-def _audit_all(
+def audit_runs(
     runs: list[tuple[Classifier, RunRecord]],
     data: DatasetBundle,
     split: ForgetRetainSplit,

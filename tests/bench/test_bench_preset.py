@@ -1,0 +1,175 @@
+"""Bench presets: the shipped ones validate; bad ones fail early, naming what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conun.bench import (
+    BenchPresetError,
+    available_presets,
+    load_bench_preset,
+    parse_seeds,
+    plan_bench,
+)
+from conun.methods import METHODS
+
+
+def write_preset(tmp_path: Path, text: str, name: str = "custom") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_presets_validate_and_plan() -> None:
+    assert {"smoke", "fashion-mnist", "paper-cifar10", "paper-svhn"} <= set(available_presets())
+    for name in available_presets():
+        plan = plan_bench(load_bench_preset(name))
+        assert plan.name == name and plan.cells
+
+
+def test_smoke_preset_grid() -> None:
+    plan = plan_bench(load_bench_preset("smoke"))
+    assert plan.seeds == [0]
+    assert plan.train_configs[0].dataset == "digits"
+    assert plan.train_configs[0].model == "small_cnn"
+    assert plan.methods == {
+        "class5": ["original", "retrain", "contrastive", "finetune"],
+        "fraction0.05": ["original", "retrain", "contrastive", "finetune"],
+    }
+    assert len(plan.cells) == 8
+
+
+@pytest.mark.parametrize("name, dataset", [("paper-cifar10", "cifar10"), ("paper-svhn", "svhn")])
+def test_paper_presets_follow_the_protocol(name: str, dataset: str) -> None:
+    plan = plan_bench(load_bench_preset(name))
+    config = plan.train_configs[0]
+    assert (config.dataset, config.model, config.augment) == (dataset, "resnet18", False)
+    assert plan.seeds == [0, 1, 2] and plan.preset.audit
+    assert plan.methods["class5"] == [
+        "original",
+        "retrain",
+        "contrastive",
+        "boundary_shrink",
+        "boundary_expanding",
+        "scrub",
+        "unsir",
+    ]
+    assert plan.methods["samples500"] == [
+        "original",
+        "retrain",
+        "contrastive",
+        "finetune",
+        "neggrad",
+        "fisher",
+        "lcodec",
+    ]
+
+
+def test_fashion_mnist_preset_runs_every_method() -> None:
+    plan = plan_bench(load_bench_preset("fashion-mnist"))
+    assert plan.train_configs[1].epochs == 15 and plan.train_configs[1].seed == 1
+    for request, scenario in (("class5", "class"), ("samples500", "sample")):
+        expected = {name for name, method in METHODS.items() if scenario in method.scenarios}
+        assert set(plan.methods[request]) == expected
+        assert plan.methods[request][:2] == ["original", "retrain"]
+
+
+def test_grid_method_list_is_filtered_per_scenario(tmp_path: Path) -> None:
+    path = write_preset(
+        tmp_path,
+        "dataset: digits\nrequests: [{class: [3, 1]}, {samples: 20, name: twenty}]\n"
+        "methods: [lcodec, unsir, retrain]\nseeds: [4, 2]\n",
+    )
+    plan = plan_bench(load_bench_preset(path), seeds=[7])
+    assert plan.name == "custom" and plan.seeds == [7]
+    assert plan.methods == {"class1-3": ["retrain", "unsir"], "twenty": ["retrain", "lcodec"]}
+    assert plan.train_configs[7].epochs == 40  # the digits train preset applies by default
+
+
+def test_fingerprint_and_original_key_follow_the_recipe(tmp_path: Path) -> None:
+    base = "dataset: digits\nrequests: [{class: [5]}]\nmethods: [contrastive]\nseeds: [0]\n"
+    first = plan_bench(load_bench_preset(write_preset(tmp_path, base, "a")))
+    same = plan_bench(load_bench_preset(write_preset(tmp_path, base, "b")))
+    longer = plan_bench(
+        load_bench_preset(write_preset(tmp_path, base + "train: {epochs: 3}\n", "c"))
+    )
+    (cell,) = first.cells
+    assert first.fingerprint(cell) == same.fingerprint(cell)
+    assert first.original_key(0) == same.original_key(0)
+    assert first.fingerprint(cell) != longer.fingerprint(cell)
+    assert first.original_key(0) != longer.original_key(0)
+    assert first.original_key(0).startswith("digits-small_cnn-seed0-")
+
+
+GOOD = "dataset: digits\nrequests: [{class: [5]}]\nseeds: [0]\n"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            GOOD.replace("digits", "digitz"),
+            ["dataset", "unknown dataset 'digitz'", "fashion-mnist"],
+        ),
+        (GOOD + "model: resnet7\n", ["model", "unknown model 'resnet7'", "small_cnn"]),
+        (GOOD + "colour: blue\n", ["colour: unknown key"]),
+        (GOOD + "train_preset: nope\n", ["unknown train preset 'nope'", "cifar10"]),
+        (GOOD + "methods: [contrastive, magic]\n", ["unknown method(s) magic", "neggrad", "all"]),
+        (GOOD + "methods: []\n", ["methods"]),
+        (GOOD.replace("[5]", "[12]"), ["class [12] is not in digits", "0..9"]),
+        (GOOD.replace("{class: [5]}", "{class: [5], samples: 3}"), ["exactly one", "class"]),
+        (GOOD.replace("{class: [5]}", "{fraction: 1.5}"), ["requests.0.fraction", "less than 1"]),
+        (GOOD.replace("{class: [5]}", "{}"), ["exactly one", "got none"]),
+        (GOOD.replace("{class: [5]}", "{class: [5]}, {class: [5]}"), ["appear twice", "name"]),
+        (GOOD.replace("{class: [5]}", "{class: [5], name: a/b}"), ["request name 'a/b'"]),
+        (GOOD.replace("[0]", "[]"), ["seeds", "at least 1"]),
+        (GOOD.replace("[0]", "[1, 1]"), ["seeds must be distinct"]),
+        (GOOD + "train: {seed: 3}\n", ["train", "seed cannot be set here"]),
+        (GOOD + "unlearn: {options: {omega: 2}}\n", ["unlearn", "options cannot be set here"]),
+        (GOOD + "device: tpu\n", ["device", "allowed: cpu, cuda"]),
+        (GOOD + "requests: 5\n", ["requests"]),
+    ],
+)
+def test_invalid_presets_name_the_problem(tmp_path: Path, text: str, expected: list[str]) -> None:
+    with pytest.raises(BenchPresetError) as caught:
+        load_bench_preset(write_preset(tmp_path, text))
+    for fragment in expected:
+        assert fragment in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (GOOD + "train: {epochs: 0}\n", ["train section", "epochs", "greater than or equal to 1"]),
+        (GOOD + "train: {optimiser: {lr: 1}}\n", ["train section", "optimiser: unknown key"]),
+        (GOOD + "unlearn: {optimizer: {lr: -1}}\n", ["cell seed 0 / class5", "optimizer.lr"]),
+        (
+            GOOD.replace("{class: [5]}", "{class: [5], methods: [contrastive, lcodec]}"),
+            ["class5 is a class request", "lcodec supports only sample", "unsir"],
+        ),
+        (GOOD + "methods: [contrastive, lcodec]\n", ["lcodec supports only sample", "class"]),
+    ],
+)
+def test_invalid_grids_fail_at_planning(tmp_path: Path, text: str, expected: list[str]) -> None:
+    preset = load_bench_preset(write_preset(tmp_path, text))
+    with pytest.raises(BenchPresetError) as caught:
+        plan_bench(preset)
+    for fragment in expected:
+        assert fragment in str(caught.value), str(caught.value)
+
+
+def test_unknown_preset_lists_the_shipped_ones() -> None:
+    with pytest.raises(BenchPresetError, match="unknown bench preset 'nope'.*smoke"):
+        load_bench_preset("nope")
+    with pytest.raises(BenchPresetError, match="does not exist"):
+        load_bench_preset("missing.yaml")
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds(" 3 4, 5 ") == [3, 4, 5]
+    for bad in ("", "1,x", "1,1", "-1"):
+        with pytest.raises(BenchPresetError, match="distinct integers >= 0"):
+            parse_seeds(bad)
