@@ -45,6 +45,7 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("forget_train_acc", "forget train", "accuracy"),
     Column("forget_test_acc", "forget test", "accuracy"),
+    Column("retain_train_acc", "retain train", "accuracy"),
     Column("retain_test_acc", "retain test", "accuracy"),
     Column("test_acc", "test", "accuracy"),
     Column("seconds", "seconds", "seconds"),
