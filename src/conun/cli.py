@@ -4,7 +4,10 @@
     conun unlearn  --checkpoint CKPT --method NAME (--forget-class C | --forget-samples N |
                    --forget-fraction F | --forget-ids FILE) [--with-reference] --out DIR
     conun evaluate --checkpoint CKPT [forget options] --out DIR
+    conun audit    --checkpoint CKPT [forget options] [--reference RETRAIN_CKPT] --out DIR
     conun demo     [--dataset digits] [--out DIR]
+    conun bench    PRESET [--seeds 0,1,2] [--out DIR]
+    conun report   RUN_OR_BENCH_DIR [--out STEM]
 
 Every command takes ``--config FILE.yaml`` and repeated ``--set key.sub=value`` overrides.
 """
@@ -396,6 +399,30 @@ def bench(preset: str, seeds: str | None, out: str | None, quiet: bool) -> None:
     click.echo(report.markdown)
     click.echo(report.summary())
     click.echo(f"wrote {', '.join(str(path) for path in report.tables.values())}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path())
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="Output path without extension: writes OUT.html, OUT.md and OUT-<figure>.png "
+    "(default: DIRECTORY/report).",
+)
+@click.option("--quiet", is_flag=True, help="Warnings only.")
+@_handle_errors
+def report(directory: str, out: str | None, quiet: bool) -> None:
+    """Write a report of a run or bench directory: one self-contained HTML page and Markdown.
+
+    DIRECTORY is a run directory (results.json; conun train, unlearn, evaluate, audit, demo) or
+    a bench directory (bench.yaml and cells/; conun bench). The report holds the setting, the
+    recorded command and config, versions, the results table, the privacy audit and the figures.
+    """
+    from conun.report import write_report
+
+    _setup_logging(quiet)
+    paths = write_report(directory, out)
+    click.echo(f"wrote {paths.html} and {paths.markdown} (+{len(paths.images)} figures)")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb") as written:
             os.fsync(written.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would (0666
+        # minus the umask) so results and reports can be shared like any other file.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, destination)
     finally:
         tmp_path.unlink(missing_ok=True)
     return destination
+
+
+def _current_umask() -> int:
+    """The process umask (reading it requires setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -90,3 +90,28 @@ def test_audit_without_a_forget_request_is_refused_before_writing(
     code, output = invoke("audit", "--checkpoint", str(original_dir), "--out", str(out))
     assert code == 2 and "needs a forget request" in output
     assert not out.exists()
+
+
+def test_audit_table_skips_unaudited_runs_names_scenarios_and_escapes_pipes() -> None:
+    from conun.evaluation.results import format_audit_table
+
+    def run(method: str, scenario: str, **metrics: float | None) -> dict[str, object]:
+        return {"method": method, "scenario": scenario, "metrics": metrics}
+
+    # Audit keys present but null (what an unaudited demo run holds): no table at all.
+    assert format_audit_table({"runs": [run("contrastive", "class", mia_efficacy=None)]}) == ""
+    table = format_audit_table(
+        {
+            "runs": [
+                run("retrain", "class", mia_efficacy=0.9, avg_gap=0.0),
+                run("contrastive", "sample", mia_efficacy=0.4, avg_gap=0.1),
+                run("finetune", "sample", test_acc=0.9),  # not audited: no column
+            ]
+        }
+    )
+    lines = table.splitlines()
+    assert lines[2].startswith("| number | retrain (class) | contrastive (sample) | meaning |")
+    avg_gap = next(line for line in lines if line.startswith("| avg_gap |"))
+    # The meaning holds |Δ|: escaped, so the row has exactly as many cells as the header.
+    assert "\\|Δ\\|" in avg_gap
+    assert avg_gap.replace("\\|", "").count("|") == lines[2].count("|")

@@ -143,10 +143,19 @@ def format_audit_table(data: dict[str, Any]) -> str:
     from conun.evaluation.privacy import AUDIT_COLUMNS
 
     columns = {**AUDIT_COLUMNS, **DISTANCE_COLUMNS}
-    runs = [run for run in data["runs"] if any(key in columns for key in run["metrics"])]
+    runs = [
+        run
+        for run in data["runs"]
+        if any(run["metrics"].get(key) is not None for key in columns)  # audit keys may be null
+    ]
     if not runs:
         return ""
-    header = ["number", *(run["method"] for run in runs), "meaning", "good direction"]
+    several_scenarios = len({run.get("scenario") for run in runs}) > 1
+    names = [
+        f"{run['method']} ({run.get('scenario')})" if several_scenarios else run["method"]
+        for run in runs
+    ]
+    header = ["number", *names, "meaning", "good direction"]
     lines = [
         "Privacy audit (fractions; population attacks: members = D_r_tr, non-members = test)",
         "",
@@ -158,5 +167,7 @@ def format_audit_table(data: dict[str, Any]) -> str:
         if all(value is None for value in values):
             continue
         cells = ["–" if value is None else f"{value:.4g}" for value in values]
+        # A "|" inside a cell (|Δ| in the meanings) would split it: escape it for Markdown.
+        meaning, direction = meaning.replace("|", "\\|"), direction.replace("|", "\\|")
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {meaning} | {direction} |")
     return "\n".join(lines)
