@@ -167,10 +167,15 @@ def test_audited_grid_resumes_with_retrain_from_disk(
     preset = tmp_path / "audited.yaml"
     preset.write_text(
         "dataset: digits\ntrain: {epochs: 4}\nrequests: [{fraction: 0.05}]\n"
-        "methods: [retrain, contrastive]\nseeds: [0]\naudit: true\n"
+        "methods: [original, retrain, contrastive]\nseeds: [0]\naudit: true\n"
     )
     out = tmp_path / "out"
-    run_bench(preset, out=out, quiet=True)
+    report = run_bench(preset, out=out, quiet=True)
+    # original comes first in the table but runs after retrain, whose model its audit needs
+    assert not report.failed
+    assert [cell.method for cell in report.ran] == ["retrain", "original", "contrastive"]
+    original = json.loads(cell_file(out, "fraction0.05", "original").read_text())["runs"][0]
+    assert original["metrics"]["avg_gap"] is not None
     contrastive = cell_file(out, "fraction0.05", "contrastive")
     first = json.loads(contrastive.read_text())["runs"][0]["metrics"]
     assert first["mia_forget_member_rate"] is not None and first["avg_gap"] is not None

@@ -84,7 +84,7 @@ from conun.models.base import Classifier
 logger = logging.getLogger(__name__)
 
 REFERENCE_METHODS = ("original", "retrain")
-"""Run first in every request: retrain is the reference the audit measures distances to."""
+"""First in every request's table; retrain also runs first (see :func:`_execution_order`)."""
 
 ERROR_FILE = "error.txt"
 """Written into a cell's directory when it fails; removed when it later succeeds."""
@@ -214,6 +214,20 @@ def _request_methods(preset: BenchPreset, request: RequestSpec) -> list[str]:
         names = [name for name in chosen if scenario in get_method(name).scenarios]
     first = [name for name in REFERENCE_METHODS if name in names]
     return first + [name for name in names if name not in REFERENCE_METHODS]
+
+
+def _execution_order(cells: Sequence[Cell]) -> list[Cell]:
+    """``cells`` with each (seed, request)'s retrain moved to the front of its group: the audit
+    of every other cell, original included, measures distances to it. Tables keep the plan's
+    order (original, retrain, methods)."""
+    groups: dict[tuple[int, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.seed, cell.request), []).append(cell)
+    return [
+        cell
+        for group in groups.values()
+        for cell in sorted(group, key=lambda cell: cell.method != "retrain")  # stable
+    ]
 
 
 def _supports(names: Sequence[str]) -> str:
@@ -640,7 +654,7 @@ def run_bench(
         logging_redirect_tqdm(),
         tqdm(total=len(plan.cells), desc=f"bench {plan.name}", unit="cell", disable=quiet) as bar,
     ):
-        for cell in plan.cells:
+        for cell in _execution_order(plan.cells):
             bar.set_postfix_str(str(cell))
             if cell in finished:
                 report.skipped.append(cell)
