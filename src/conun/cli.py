@@ -42,6 +42,14 @@ def _handle_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (ValueError, FileNotFoundError, FileExistsError) as error:
             raise InputError(str(error)) from None
+        except RuntimeError as error:
+            from conun.engine.training import NonFiniteLossError
+
+            if isinstance(error, NonFiniteLossError):  # one line, exit status 1
+                raise click.ClickException(
+                    f"{error}. Nothing was written but the last resumable state, if any."
+                ) from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -73,6 +81,42 @@ def _common_options(command: F) -> F:
     ):
         command = option(command)
     return command
+
+
+def _resume_options(command: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--save-every",
+                type=click.IntRange(min=1),
+                default=200,
+                show_default=True,
+                metavar="STEPS",
+                help="Write OUT/resume.safetensors every this many optimiser steps (removed "
+                "when the run finishes).",
+            ),
+            click.option(
+                "--resume",
+                "resume_dir",
+                type=click.Path(file_okay=False),
+                help="Continue the interrupted run in this directory (give the same options "
+                "as the first time; --out defaults to it).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _output_directory(out: str | None, resume_dir: str | None) -> str:
+    """--out, or the --resume directory; both must agree when both are given."""
+    if resume_dir is None:
+        if out is None:
+            raise InputError("give --out DIR (or --resume DIR to continue an interrupted run)")
+        return out
+    if out is not None and Path(out).resolve() != Path(resume_dir).resolve():
+        raise InputError(f"--out {out} and --resume {resume_dir} name different directories")
+    return resume_dir
 
 
 def _forget_options(command: F) -> F:
@@ -138,7 +182,8 @@ def main() -> None:
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--seed", type=int, help="Seed of initialisation, batch order and validation split.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset's files are.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory.")
+@_resume_options
 @_common_options
 @_handle_errors
 def train(
@@ -147,7 +192,9 @@ def train(
     epochs: int | None,
     seed: int | None,
     data_dir: str | None,
-    out: str,
+    out: str | None,
+    save_every: int,
+    resume_dir: str | None,
     config_file: str | None,
     overrides: tuple[str, ...],
     quiet: bool,
@@ -156,6 +203,7 @@ def train(
     """Train an original model: writes OUT/checkpoint.safetensors, config.yaml, results.json."""
     from conun.engine.runs import describe, train_original
 
+    out = _output_directory(out, resume_dir)
     _setup_logging(quiet)
     user = read_yaml(config_file) if config_file else {}
     flags = {
@@ -174,7 +222,14 @@ def train(
     config = build_config(
         TrainConfig, [read_yaml(preset) if preset else None, user, flags], overrides
     )
-    trained = train_original(config, out, quiet=quiet, force=force)
+    trained = train_original(
+        config,
+        out,
+        quiet=quiet,
+        force=force,
+        save_every=save_every,
+        resume=resume_dir is not None,
+    )
     click.echo(describe(trained.results))
     click.echo(f"wrote {Path(out) / 'checkpoint.safetensors'}")
 
@@ -196,7 +251,8 @@ def train(
     is_flag=True,
     help="Add the privacy audit (membership attacks; distances to retrain with --with-reference).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output directory.")
+@_resume_options
 @_common_options
 @_handle_errors
 def unlearn(
@@ -209,7 +265,9 @@ def unlearn(
     seed: int | None,
     with_reference: bool,
     audit: bool,
-    out: str,
+    out: str | None,
+    save_every: int,
+    resume_dir: str | None,
     config_file: str | None,
     overrides: tuple[str, ...],
     quiet: bool,
@@ -219,6 +277,7 @@ def unlearn(
     from conun.engine.checkpoint import read_checkpoint_meta
     from conun.engine.runs import describe, unlearn_checkpoint
 
+    out = _output_directory(out, resume_dir)
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=True)
     flags = {k: v for k, v in {"method": method, "seed": seed}.items() if v is not None}
@@ -235,6 +294,8 @@ def unlearn(
         audit=audit,
         quiet=quiet,
         force=force,
+        save_every=save_every,
+        resume=resume_dir is not None,
     )
     click.echo(describe(results))
 

@@ -188,3 +188,16 @@ def test_audited_grid_resumes_with_retrain_from_disk(
     # distances to the retrained model read back from its cell's checkpoint: the same numbers
     assert again["avg_gap"] == pytest.approx(first["avg_gap"])
     assert again["js_divergence"] == pytest.approx(first["js_divergence"])
+
+    # Bench weights are not committed: a clone holds the cells without checkpoints. A finished
+    # grid then reruns nothing (retrain's weights are needed only by cells still to run) ...
+    for checkpoint in out.glob("cells/*/*/*/" + CHECKPOINT_FILE):
+        checkpoint.unlink()
+    retrain = cell_file(out, "fraction0.05", "retrain")
+    kept = retrain.read_text()
+    report = run_bench(preset, out=out, quiet=True)
+    assert not report.ran and retrain.read_text() == kept
+    # ... and a missing cell of the request brings retrain back for its distances.
+    contrastive.unlink()
+    report = run_bench(preset, out=out, quiet=True)
+    assert [cell.method for cell in report.ran] == ["retrain", "contrastive"]

@@ -9,7 +9,7 @@ import torch
 
 from conun.config import build_unlearn_config
 from conun.engine.runs import ForgetSpec, TrainedModel, run_method
-from conun.engine.unlearning import NonFiniteLossError
+from conun.engine.training import NonFiniteLossError
 from conun.methods.base import LossTerms, UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.base import Classifier
@@ -34,7 +34,7 @@ def test_nan_loss_stops_with_the_step_named(digits_run: tuple[Path, TrainedModel
     config = build_unlearn_config("contrastive", "class", dataset="digits")
     method = ExplodesAtThirdStep.for_scenario("class", config.options)
     before = {k: v.clone() for k, v in trained.model.state_dict().items()}
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at batch 1 \(pass 1\)"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at batch 1 \(pass 1, step 3\)"):
         run_method(
             method,
             trained.model,

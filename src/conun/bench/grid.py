@@ -311,13 +311,15 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
     )
 
 
-def read_finished_cell(plan: BenchPlan, out: str | Path, cell: Cell) -> dict[str, Any] | None:
+def read_finished_cell(
+    plan: BenchPlan, out: str | Path, cell: Cell, *, with_weights: bool = True
+) -> dict[str, Any] | None:
     """The cell's results.json if the cell is finished for ``plan``, else None.
 
     Finished means: the file parses, validates against the results.json schema, holds this
     cell's one run and this plan's fingerprint, is audited when the plan audits, and (retrain
-    under audit) its checkpoint is there for the others' distances. A missing or broken file is
-    not finished (the cell is recomputed).
+    under audit, ``with_weights``) its checkpoint is there for the others' distances. A missing
+    or broken file is not finished (the cell is recomputed).
 
     Raises:
         CellMismatchError: the file is a finished result of a different configuration.
@@ -348,7 +350,8 @@ def read_finished_cell(plan: BenchPlan, out: str | Path, cell: Cell) -> dict[str
     if plan.preset.audit and runs[0]["metrics"].get("mia_forget_member_rate") is None:
         return None
     if (
-        plan.preset.audit
+        with_weights
+        and plan.preset.audit
         and cell.method == "retrain"
         and not (directory / CHECKPOINT_FILE).is_file()
     ):
@@ -622,12 +625,24 @@ def run_bench(
     mismatched: list[str] = []
     for cell in plan.cells:
         try:
-            document = read_finished_cell(plan, target, cell)
+            document = read_finished_cell(plan, target, cell, with_weights=False)
         except CellMismatchError as error:
             mismatched.append(str(error))
             continue
         if document is not None:
             finished[cell] = document
+    # A finished retrain cell without its weights (bench weights are not committed) is kept
+    # unless a cell of its request still has to run and needs it as the audit's reference:
+    # retraining it then would change its row under the finished cells' distances.
+    for cell in plan.cells:
+        if cell.method == "retrain" and cell in finished:
+            waiting = any(
+                other not in finished
+                for other in plan.cells
+                if (other.seed, other.request) == (cell.seed, cell.request)
+            )
+            if waiting and read_finished_cell(plan, target, cell) is None:
+                del finished[cell]
     if mismatched:
         shown = "\n  ".join(mismatched[:5])
         more = f"\n  ... and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""

@@ -57,6 +57,22 @@ class RandomBatchStream:
         self._order = torch.empty(0, dtype=torch.long)
         self._position = 0
 
+    @property
+    def order(self) -> Tensor:
+        """``(M,)`` the current permutation (saved with a resumable state)."""
+        return self._order
+
+    @property
+    def position(self) -> int:
+        """Where the next batch starts in :attr:`order`."""
+        return self._position
+
+    def load_state(self, order: Tensor, position: int) -> None:
+        """Continue from a saved :attr:`order` and :attr:`position`."""
+        if not 0 <= position <= order.numel():
+            raise ValueError(f"position {position} is outside an order of {order.numel()}")
+        self._order, self._position = order.to(torch.long), int(position)
+
     def next(self) -> Tensor:
         """The next ``(B,)`` batch of indices."""
         if self._position + self._batch_size > self._order.numel():

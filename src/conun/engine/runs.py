@@ -13,6 +13,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,7 +28,15 @@ from conun.engine.checkpoint import (
     CheckpointMeta,
     load_checkpoint,
     read_checkpoint_meta,
+    resolve_checkpoint_path,
     save_checkpoint,
+)
+from conun.engine.resume import (
+    DEFAULT_SAVE_EVERY,
+    RESUME_FILE,
+    Resumable,
+    check_invocation,
+    read_state,
 )
 from conun.engine.training import train_classifier
 from conun.evaluation.accuracy import evaluate_split
@@ -52,6 +61,11 @@ def prepare_output_dir(out_dir: str | Path, *, force: bool) -> Path:
     target = Path(out_dir)
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"--out {target} exists and is not a directory")
+    if (target / RESUME_FILE).exists() and not force:
+        raise OutputExistsError(
+            f"{target} holds an interrupted run ({RESUME_FILE}): continue it with --resume "
+            f"{target}, or pass --force to start afresh"
+        )
     existing = [name for name in (RESULTS_FILE, CHECKPOINT_FILE) if (target / name).exists()]
     if existing and not force:
         raise OutputExistsError(
@@ -103,7 +117,13 @@ class TrainedModel:
 
 
 def train_original(
-    config: TrainConfig, out_dir: str | Path | None, *, quiet: bool = False, force: bool = False
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    *,
+    quiet: bool = False,
+    force: bool = False,
+    save_every: int | None = None,
+    resume: bool = False,
 ) -> TrainedModel:
     """Train the original model and write ``checkpoint.safetensors``, ``config.yaml`` and
     ``results.json`` (one run: method "original", scenario "none") into ``out_dir``.
@@ -113,10 +133,15 @@ def train_original(
         out_dir: output directory, or None to write nothing (used by the demo and tests).
         quiet: no progress bars.
         force: overwrite an earlier run in ``out_dir``.
+        save_every: write ``out_dir/resume.safetensors`` every this many optimiser steps
+            (removed when the run finishes); None: no resumable state.
+        resume: continue the interrupted run in ``out_dir`` from its resumable state (the
+            config must be the one it started with).
     """
     ensure_dataset(config)
-    if out_dir is not None:
-        prepare_output_dir(out_dir, force=force)
+    resumable = _resumable(
+        out_dir, "train", {"config": config.model_dump(mode="json")}, save_every, resume, force
+    )
     data = load_training_data(config)
     generator = seed_everything(config.seed)
     held_out = validation_indices(data, config)
@@ -131,6 +156,7 @@ def train_original(
         test=data.test,
         quiet=quiet,
         description=f"train {config.model} on {config.dataset}",
+        resume=resumable,
     )
     metrics = evaluate_split(
         model, data, None, batch_size=config.eval_batch_size, channels_last=config.channels_last
@@ -159,7 +185,35 @@ def train_original(
         save_checkpoint(target, model, meta)
         atomic_write_text(target / "config.yaml", config_to_yaml(config))
         results.write(target)
+    if resumable is not None:
+        resumable.finish()
     return TrainedModel(model, meta, data, results)
+
+
+def _resumable(
+    out_dir: str | Path | None,
+    kind: str,
+    invocation: dict[str, Any],
+    save_every: int | None,
+    resume: bool,
+    force: bool,
+) -> Resumable | None:
+    """Check ``out_dir`` and build the run's :class:`Resumable` (before any work is done)."""
+    if out_dir is None:
+        if resume or save_every is not None:
+            raise ValueError("resumable states need an output directory")
+        return None
+    if resume:
+        if force:
+            raise ValueError("--resume continues a run and --force starts it afresh: pick one")
+        state = read_state(out_dir, kind=kind)
+        check_invocation(state, invocation, out_dir)
+        every = save_every if save_every is not None else DEFAULT_SAVE_EVERY
+        return Resumable(Path(out_dir), every, kind, invocation, state)
+    prepare_output_dir(out_dir, force=force)
+    if save_every is None:
+        return None
+    return Resumable(Path(out_dir), save_every, kind, invocation)
 
 
 @dataclass(frozen=True)
@@ -224,8 +278,10 @@ def run_method(
     train_config: TrainConfig | None,
     original_seconds: float | None,
     quiet: bool = False,
+    resume: Resumable | None = None,
 ) -> tuple[Classifier, RunRecord]:
-    """Run one method on a copy of ``model`` and evaluate the result on every split."""
+    """Run one method on a copy of ``model`` and evaluate the result on every split
+    (``resume``: save resumable states of the method's loop / continue from one)."""
     generator = seed_everything(config.seed)
     task = UnlearningTask(
         model=copy.deepcopy(model),
@@ -236,6 +292,7 @@ def run_method(
         original_seconds=original_seconds,
         generator=generator,
         quiet=quiet,
+        resume=resume,
     )
     outcome = method.run(task)
     metrics = evaluate_split(
@@ -317,6 +374,8 @@ def unlearn_checkpoint(
     audit: bool = False,
     quiet: bool = False,
     force: bool = False,
+    save_every: int | None = None,
+    resume: bool = False,
 ) -> Results:
     """Unlearn ``spec`` from a checkpoint with ``config.method``.
 
@@ -324,6 +383,11 @@ def unlearn_checkpoint(
     ``config.yaml`` and ``results.json`` (the method's run; with ``with_reference`` also the
     original's and retrain's runs, in that order). With ``audit`` every run is audited
     (:func:`audit_against`; distances to retrain when it ran too).
+
+    With ``save_every``, the method's loop (every loop-based method on the shared engine, and
+    retrain) writes ``out_dir/resume.safetensors`` every that many optimiser steps; ``resume``
+    continues from it with the same arguments, to the same final weights. The reference runs
+    of ``with_reference`` are not saved: on resume they run again (same seed, same result).
     """
     meta = read_checkpoint_meta(checkpoint)
     train_config = TrainConfig.model_validate(meta.train_config)
@@ -340,7 +404,14 @@ def unlearn_checkpoint(
                 f"forget class {bad} is not in the data: classes are 0..{meta.num_classes - 1}"
             )
     ensure_dataset(train_config)
-    prepare_output_dir(out_dir, force=force)
+    invocation = {
+        "checkpoint": str(resolve_checkpoint_path(checkpoint).resolve()),
+        "request": dataclasses.asdict(spec),
+        "config": config.model_dump(mode="json"),
+        "with_reference": with_reference,
+        "audit": audit,
+    }
+    resumable = _resumable(out_dir, "unlearn", invocation, save_every, resume, force)
     data = load_training_data(train_config)
     model, meta = load_checkpoint(
         checkpoint, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
@@ -360,6 +431,7 @@ def unlearn_checkpoint(
             train_config=train_config,
             original_seconds=meta.seconds,
             quiet=quiet,
+            resume=resumable if runner is method else None,
         )
         results.runs.append(record)
         produced_models.append((produced, record))
@@ -385,6 +457,8 @@ def unlearn_checkpoint(
     split.save(target / "split.json")
     atomic_write_text(target / "config.yaml", config_to_yaml(config))
     results.write(target)
+    if resumable is not None:
+        resumable.finish()
     return results
 
 

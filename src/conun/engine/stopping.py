@@ -12,6 +12,7 @@ or the test set (``stopping.eval_set = "test"``, the paper's choice).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,9 @@ class RuleCheck:
     forget_acc: float
     held_out_acc: float
     threshold: float
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return dataclasses.asdict(self)
 
 
 def _random_subset(

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from conun.config import OptimizerConfig, TrainConfig
@@ -18,10 +18,16 @@ from conun.data.arrays import ArrayDataset
 from conun.data.augment import augment_batch, default_pad
 from conun.data.batching import shuffled_batches
 from conun.engine.device import prepare_model, to_device
+from conun.engine.resume import Resumable
 from conun.evaluation.accuracy import accuracy
 from conun.models.base import Classifier
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The objective became NaN or infinite; the message names the step. The run's last
+    resumable state (if it saved any) is left in place: it holds finite weights only."""
 
 
 def make_optimizer(parameters: Any, config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -73,6 +79,7 @@ def train_classifier(
     test: ArrayDataset | None = None,
     quiet: bool = False,
     description: str = "train",
+    resume: Resumable | None = None,
 ) -> TrainOutcome:
     """Train ``model`` with cross-entropy on ``train`` following ``config``'s recipe.
 
@@ -88,6 +95,11 @@ def train_classifier(
         test: evaluated after each epoch for the log only (not counted in ``seconds``).
         quiet: no progress bar.
         description: progress-bar label.
+        resume: save a resumable state every ``resume.every`` steps, and continue from
+            ``resume.state`` if it holds one (the same final weights as an uninterrupted run).
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite (the message names the step).
 
     Returns:
         The training time and per-epoch log.
@@ -106,14 +118,36 @@ def train_classifier(
     augmentation = augmentation_for((channels, height, width))
     indices = torch.arange(len(train))
     outcome = TrainOutcome(seconds=0.0)
-    progress = tqdm(total=total_steps, desc=description, disable=quiet, leave=False)
-    for epoch in range(1, config.epochs + 1):
+    # Where the loop is: epoch (1-based), the epoch's batch order and the next batch's position.
+    first_epoch, position, step = 1, 0, 0
+    order: list[Tensor] | None = None
+    running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+    if resume is not None and resume.state is not None:
+        state = resume.restore(
+            model=model, optimiser=optimiser, generator=generator, scheduler=scheduler
+        )
+        first_epoch, position, step = (state.loop[key] for key in ("epoch", "position", "step"))
+        order = _split_order(state.loop_tensor("order"), state.loop_tensor("sizes"))
+        running = state.loop["running"]
+        outcome = TrainOutcome(seconds=state.loop["seconds"], epochs=state.loop["epochs"])
+        logger.info("%s: resumed at epoch %d, step %d", description, first_epoch, step)
+    progress = tqdm(total=total_steps, initial=step, desc=description, disable=quiet, leave=False)
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         started = time.perf_counter()
-        loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
-        for batch in shuffled_batches(
-            indices, config.batch_size, generator=generator, no_singleton=True
-        ):
+        if order is None:
+            order = list(
+                shuffled_batches(indices, config.batch_size, generator=generator, no_singleton=True)
+            )
+            position = 0
+            running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        # Running sums as tensors (one float32 accumulation, as before resuming existed).
+        loss_sum = torch.tensor(running["loss_sum"], dtype=torch.float32)
+        correct = torch.tensor(running["correct"], dtype=torch.long)
+        seen = int(running["seen"])
+        while position < len(order):
+            batch = order[position]
+            position += 1
             images = train.images[batch]
             if config.augment:
                 images = augment_batch(images, generator=generator, **augmentation)
@@ -121,14 +155,47 @@ def train_classifier(
             labels = train.labels[batch].to(device)
             logits = model(images)
             loss = F.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"{description}: loss is {loss.item()} at epoch {epoch}, batch {position} "
+                    f"(step {step + 1}); lower the learning rate or check the inputs"
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             scheduler.step()
+            step += 1
             loss_sum += loss.detach().cpu() * labels.shape[0]
             correct += (logits.detach().argmax(dim=1) == labels).sum().cpu()
             seen += labels.shape[0]
             progress.update()
+            if resume is not None and resume.due(step):
+                saving = time.perf_counter()
+                resume.save(
+                    model=model,
+                    optimiser=optimiser,
+                    generator=generator,
+                    scheduler=scheduler,
+                    loop={
+                        "epoch": epoch,
+                        "position": position,
+                        "step": step,
+                        "running": {
+                            "loss_sum": float(loss_sum),
+                            "correct": int(correct),
+                            "seen": seen,
+                        },
+                        # Time so far, this epoch's included, the save itself excluded.
+                        "seconds": outcome.seconds + (saving - started),
+                        "epochs": outcome.epochs,
+                    },
+                    loop_tensors={
+                        "order": torch.cat(order),
+                        "sizes": torch.tensor([len(b) for b in order], dtype=torch.long),
+                    },
+                )
+                started += time.perf_counter() - saving
+        order = None
         outcome.seconds += time.perf_counter() - started
         entry = {
             "epoch": float(epoch),
@@ -159,3 +226,8 @@ def set_batchnorm_eval(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def _split_order(order: Tensor, sizes: Tensor) -> list[Tensor]:
+    """Undo ``torch.cat`` of an epoch's batches: ``(N,)`` indices and ``(B,)`` sizes."""
+    return list(torch.split(order, sizes.tolist()))

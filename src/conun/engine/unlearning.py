@@ -19,16 +19,12 @@ from tqdm.auto import tqdm
 from conun.data.batching import RandomBatchStream, shuffled_batches
 from conun.engine.device import prepare_model, to_device
 from conun.engine.stopping import RuleCheck, build_evaluation_sets, check_rule
-from conun.engine.training import make_optimizer, set_batchnorm_eval
+from conun.engine.training import NonFiniteLossError, make_optimizer, set_batchnorm_eval
 
 if TYPE_CHECKING:
     from conun.methods.base import LoopMethod, MethodOutcome, UnlearningTask
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The objective became NaN or infinite; the message names the step."""
 
 
 def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutcome:
@@ -71,6 +67,8 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
     batches = 0  # batches of the set a pass goes over
     forget_batches = 0  # forget batches processed (the x axis of the paper's Figure 2)
     passes = 0
+    steps_done = 0  # optimiser steps (the unit of resume.every)
+    resume = task.resume
 
     def check() -> RuleCheck:
         nonlocal check_seconds
@@ -108,13 +106,68 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
     started = time.perf_counter()
     method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
     optimiser = make_optimizer(method.trainable_parameters(model), config.optimizer)
-    last = check()  # batch 0: where the model starts
-    stopped_by = "rule" if stopping.rule == "auto" and last.stop else ""
+    # The current pass's batch order and the position of its next batch (None: a new pass).
+    order: list[torch.Tensor] | None = None
+    position = 0
+    if resume is not None and resume.state is not None:
+        # prepare() ran on the original model, as in the first run (masks and teachers come
+        # from it); now the weights, optimiser, generators and counters move to the save point.
+        state = resume.restore(model=model, optimiser=optimiser, generator=task.generator)
+        saved = state.loop
+        batches, forget_batches, passes = saved["batches"], saved["forget_batches"], saved["passes"]
+        steps_done, position = saved["steps"], saved["position"]
+        history, check_seconds = saved["history"], saved["check_seconds"]
+        order = list(torch.split(state.loop_tensor("order"), saved["sizes"]))
+        retain_stream.load_state(state.loop_tensor("retain_order"), saved["retain_position"])
+        forget_stream.load_state(state.loop_tensor("forget_order"), saved["forget_position"])
+        method.load_state_dict(saved["method"])
+        started -= saved["seconds"]  # this run's time continues the first run's
+        last = RuleCheck(**saved["last"])
+        stopped_by = ""
+        logger.info("%s: resumed at step %d (pass %d)", method.name, steps_done, passes + 1)
+    else:
+        last = check()  # batch 0: where the model starts
+        stopped_by = "rule" if stopping.rule == "auto" and last.stop else ""
+
+    def save_state() -> None:
+        assert resume is not None and order is not None
+        resume.save(
+            model=model,
+            optimiser=optimiser,
+            generator=task.generator,
+            loop={
+                "batches": batches,
+                "forget_batches": forget_batches,
+                "passes": passes,
+                "steps": steps_done,
+                "position": position,
+                "sizes": [int(batch.numel()) for batch in order],
+                "history": history,
+                "check_seconds": check_seconds,
+                "retain_position": retain_stream.position,
+                "forget_position": forget_stream.position,
+                "method": method.state_dict(),
+                "seconds": time.perf_counter() - started - resume.save_seconds,
+                "last": last.to_dict(),
+            },
+            loop_tensors={
+                "order": torch.cat(order),
+                "retain_order": retain_stream.order,
+                "forget_order": forget_stream.order,
+            },
+        )
+
+    saved_at = steps_done // resume.every if resume is not None else 0
     steps = method.steps_per_forget_batch() if over_forget else 1
     progress = tqdm(desc=f"unlearn ({method.name})", unit="batch", disable=task.quiet, leave=False)
     while not stopped_by and passes < stopping.max_passes:
         train_mode()
-        for driver_index in shuffled_batches(driver, batch_size, generator=task.generator):
+        if order is None:
+            order = list(shuffled_batches(driver, batch_size, generator=task.generator))
+            position = 0
+        while position < len(order):
+            driver_index = order[position]
+            position += 1
             forget: tuple[torch.Tensor, torch.Tensor] | None = None
             retain: tuple[torch.Tensor, torch.Tensor] | None = None
             if over_forget:
@@ -138,12 +191,14 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                 if not torch.isfinite(terms.total):
                     raise NonFiniteLossError(
                         f"{method.name}: loss is {terms.total.item()} at batch {batches + 1} "
-                        f"(pass {passes + 1}); lower the learning rate or check the inputs"
+                        f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
+                        "or check the inputs"
                     )
                 optimiser.zero_grad(set_to_none=True)
                 terms.total.backward()
                 optimiser.step()
                 method.after_step(model)
+                steps_done += 1
                 if not over_forget and method.uses_forget:
                     forget_batches += 1
             batches += 1
@@ -156,14 +211,20 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                 if stopping.rule == "auto" and last.stop:
                     stopped_by = "rule"
                     break
+            # Saved between batches (every `every` steps, rounded up to the batch), so that a
+            # batch's omega steps are never split between two runs.
+            if resume is not None and (steps_done // resume.every) > saved_at:
+                saved_at = steps_done // resume.every
+                save_state()
         passes += 1
+        order = None
         if not stopped_by and not (stopping.check_every and batches % stopping.check_every == 0):
             last = check()
             if stopping.rule == "auto" and last.stop:
                 stopped_by = "rule"
     progress.close()
     model = method.finish(model)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - (resume.save_seconds if resume is not None else 0.0)
     model.eval()
     if not stopped_by:
         stopped_by = "max_passes"

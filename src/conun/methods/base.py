@@ -26,6 +26,7 @@ from conun.config import (
 )
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit, Scenario
+from conun.engine.resume import Resumable
 from conun.models.base import Classifier
 
 
@@ -50,6 +51,8 @@ class UnlearningTask:
         original_seconds: training time of ``model``, reported by the ``original`` method.
         generator: seeded source of every random draw of the run.
         quiet: no progress bars.
+        resume: where loop-based methods save resumable states, and the state to continue
+            from (None: no saving).
     """
 
     model: Classifier
@@ -60,6 +63,7 @@ class UnlearningTask:
     original_seconds: float | None
     generator: torch.Generator
     quiet: bool = False
+    resume: Resumable | None = None
 
 
 @dataclass
@@ -208,6 +212,17 @@ class LoopMethod(UnlearningMethod):
     def after_step(self, model: Classifier) -> None:
         """Called after every optimiser step, e.g. to put masked weights back exactly (weight
         decay and momentum would otherwise move them even with a zero gradient)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state that changes from step to step (saved with a resumable
+        state). Masks and teachers are not in it: ``prepare`` rebuilds them from the original
+        model when a run resumes. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (called after ``prepare`` on resume)."""
+        if state:
+            raise ValueError(f"{self.name} keeps no state between steps, got {sorted(state)}")
 
     def finish(self, model: Classifier) -> Classifier:
         """Called once after the last step, inside the timed region; returns the final model

@@ -208,7 +208,7 @@ class Scrub(UnlearningMethod):
         return LossTerms(total, {"retain_ce": retain_ce.detach(), "retain_kl": divergence.detach()})
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        from conun.engine.unlearning import NonFiniteLossError
+        from conun.engine.training import NonFiniteLossError
 
         config, split, data = task.config, task.split, task.data
         settings = self.settings

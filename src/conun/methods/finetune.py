@@ -44,7 +44,7 @@ Departures from the authors' code:
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +164,12 @@ class L1Sparse(Finetune):
             # The mask is every conv/linear entry that is zero now: the freshly pruned ones
             # and any that a prior "prune first" step had already zeroed.
             self._zero_masks = [(weight, weight.detach() == 0) for weight in weights]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self._step}  # the l1 weight's schedule position
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._step = int(state["step"])
 
     def current_l1_weight(self) -> float:
         """gamma of the epoch the next step belongs to."""

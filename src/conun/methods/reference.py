@@ -44,6 +44,7 @@ class Retrain(UnlearningMethod):
             generator=task.generator,
             quiet=task.quiet,
             description="retrain",
+            resume=task.resume,
         )
         model.eval()
         return MethodOutcome(model=model, seconds=outcome.seconds, extra={"epochs": recipe.epochs})

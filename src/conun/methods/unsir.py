@@ -190,7 +190,7 @@ class Unsir(UnlearningMethod):
         return self.options
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        from conun.engine.unlearning import NonFiniteLossError
+        from conun.engine.training import NonFiniteLossError
 
         config, split, data = task.config, task.split, task.data
         settings = self.settings

@@ -1,0 +1,268 @@
+"""Resumable runs: an interrupted training or unlearning run, continued from its last saved
+state, ends with exactly the weights of an uninterrupted run with the same seed; a NaN stops
+a run with the step named and keeps the last good state; a killed CLI run resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from conun.cli import main
+from conun.config import TrainConfig, build_unlearn_config
+from conun.engine.checkpoint import CHECKPOINT_FILE
+from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
+from conun.engine.runs import ForgetSpec, TrainedModel, run_method, train_original
+from conun.engine.training import NonFiniteLossError
+from conun.evaluation.results import RESULTS_FILE
+from conun.methods import get_method
+
+
+class SimulatedCrashError(Exception):
+    """Stands in for a crash: raised from inside the optimiser after a given step."""
+
+
+@pytest.fixture
+def interrupt_after() -> Iterator[Callable[[int], None]]:
+    """``interrupt_after(k)``: optimisers raise :class:`SimulatedCrashError` after the k-th
+    step (counted over all optimisers from the call on)."""
+    handles: list[Any] = []
+
+    def arm(steps: int) -> None:
+        count = 0
+
+        def hook(*_: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == steps:
+                raise SimulatedCrashError(f"interrupted after step {steps}")
+
+        handles.append(register_optimizer_step_post_hook(hook))
+
+    yield arm
+    for handle in handles:
+        handle.remove()
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} differs"
+
+
+def test_training_resumes_to_the_uninterrupted_weights(
+    make_digits_config: Callable[..., TrainConfig],
+    tmp_path: Path,
+    interrupt_after: Callable[[int], None],
+) -> None:
+    # Augmentation on, so that the generator's state mid-epoch matters too.
+    config = make_digits_config(epochs=3, augment=True)
+    whole = train_original(config, tmp_path / "whole", quiet=True)
+
+    out = tmp_path / "interrupted"
+    interrupt_after(30)  # 21 steps per epoch: inside epoch 2, after the save at step 28
+    with pytest.raises(SimulatedCrashError):
+        train_original(config, out, quiet=True, save_every=7)
+    state = read_state(out, kind="train")
+    assert state.loop["step"] == 28 and state.loop["epoch"] == 2
+    assert not (out / CHECKPOINT_FILE).exists() and not (out / RESULTS_FILE).exists()
+
+    resumed = train_original(config, out, quiet=True, save_every=7, resume=True)
+    assert_same_weights(whole.model.state_dict(), resumed.model.state_dict())
+    assert resumed.results.runs[0].extra["epochs"] == whole.results.runs[0].extra["epochs"]
+    assert not (out / RESUME_FILE).exists()  # a finished run leaves no state behind
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "scenario"),
+    [
+        ("contrastive", {}, "class"),  # omega retain draws per forget batch (a batch stream)
+        ("l1_sparse", {}, "sample"),  # passes over retain; the l1 weight decays with the step
+        ("salun", {}, "class"),  # a saliency mask rebuilt from the original on resume
+    ],
+)
+def test_unlearning_resumes_to_the_uninterrupted_weights(
+    digits_run: tuple[Path, TrainedModel],
+    tmp_path: Path,
+    interrupt_after: Callable[[int], None],
+    method: str,
+    options: dict[str, Any],
+    scenario: str,
+) -> None:
+    _, trained = digits_run
+    spec = ForgetSpec(classes=(5,)) if scenario == "class" else ForgetSpec(fraction=0.05)
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    # A fixed number of passes with a check every 2 batches: the run is long enough to be
+    # interrupted mid-pass, and the history (checks) must continue where it stopped.
+    config = build_unlearn_config(
+        method,
+        scenario,
+        [{"stopping": {"rule": "none", "max_passes": 3, "check_every": 2}, "options": options}],
+        dataset="digits",
+    )
+    runner = get_method(method).for_scenario(scenario, config.options)
+    train_config = TrainConfig.model_validate(trained.meta.train_config)
+
+    def run(resume: Resumable | None) -> tuple[dict[str, torch.Tensor], Any]:
+        model, record = run_method(
+            runner,
+            trained.model,
+            trained.data,
+            split,
+            config,
+            train_config=train_config,
+            original_seconds=None,
+            quiet=True,
+            resume=resume,
+        )
+        return model.state_dict(), record
+
+    whole, whole_record = run(None)
+    interrupt_after(11)
+    with pytest.raises(SimulatedCrashError):
+        run(Resumable(tmp_path, 4, "unlearn", {"test": method}))
+    state = read_state(tmp_path, kind="unlearn")
+    assert 4 <= state.loop["steps"] < 11
+    resumed, record = run(Resumable(tmp_path, 4, "unlearn", {"test": method}, state))
+    assert_same_weights(whole, resumed)
+    assert record.history == whole_record.history
+    assert record.forget_batches == whole_record.forget_batches
+
+
+def test_a_state_is_only_continued_under_the_settings_it_was_saved_with(
+    digits_run: tuple[Path, TrainedModel], tmp_path: Path, interrupt_after: Callable[[int], None]
+) -> None:
+    run_dir, _ = digits_run
+    out = tmp_path / "run"
+    base = [
+        "unlearn",
+        "--checkpoint",
+        str(run_dir),
+        "--forget-class",
+        "5",
+        "--save-every",
+        "3",
+        "--quiet",
+        "--set",
+        "stopping.rule=none",
+    ]
+    interrupt_after(5)
+    first = CliRunner().invoke(main, [*base, "--out", str(out)])
+    assert isinstance(first.exception, SimulatedCrashError), first.output
+    # Without --resume the interrupted run is neither overwritten nor silently continued.
+    again = CliRunner().invoke(main, [*base, "--out", str(out)])
+    assert again.exit_code == 2 and "--resume" in again.output, again.output
+    other = CliRunner().invoke(main, [*base, "--seed", "3", "--resume", str(out)])
+    assert other.exit_code == 2 and "config differ" in other.output, other.output
+    assert (out / RESUME_FILE).exists()
+    with pytest.raises(ResumeError, match="not of a train run"):
+        read_state(out, kind="train")
+    nothing = CliRunner().invoke(main, [*base, "--resume", str(tmp_path / "empty")])
+    assert nothing.exit_code == 2 and "nothing to resume" in nothing.output, nothing.output
+
+
+def test_a_nan_stops_training_naming_the_step_and_keeps_the_last_state(
+    make_digits_config: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    # A learning rate that overflows within the first epoch.
+    config = make_digits_config(epochs=2, optimizer={"name": "sgd", "lr": 1.0e6, "momentum": 0.9})
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 1, batch \d+ \(step \d+\)"):
+        train_original(config, tmp_path, quiet=True, save_every=1)
+    # Only the last good state is there, with finite weights; no checkpoint, no results.
+    state = read_state(tmp_path, kind="train")
+    weights = [
+        t for k, t in state.tensors.items() if k.startswith("model.") and t.is_floating_point()
+    ]
+    assert weights and all(torch.isfinite(t).all() for t in weights)
+    assert not (tmp_path / CHECKPOINT_FILE).exists() and not (tmp_path / RESULTS_FILE).exists()
+
+
+def test_cli_reports_a_nan_in_one_line(
+    digits_run: tuple[Path, TrainedModel], tmp_path: Path
+) -> None:
+    run_dir, _ = digits_run
+    result = CliRunner().invoke(
+        main,
+        [
+            "unlearn",
+            "--checkpoint",
+            str(run_dir),
+            "--forget-class",
+            "5",
+            "--set",
+            "optimizer.lr=1e12",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "contrastive: loss is" in result.output and "step" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / CHECKPOINT_FILE).exists() and not (tmp_path / RESULTS_FILE).exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "conun", *args]
+
+
+def test_a_killed_unlearning_run_resumes_to_the_same_weights(
+    digits_run: tuple[Path, TrainedModel], tmp_path: Path
+) -> None:
+    """SIGKILL a real ``conun unlearn`` process mid-run, resume it, compare with a whole run."""
+    run_dir, _ = digits_run
+    args = [
+        "unlearn",
+        "--checkpoint",
+        str(run_dir),
+        "--forget-class",
+        "5",
+        "--quiet",
+        "--save-every",
+        "10",
+        # A fixed, long run (about 1200 steps on digits): long enough to be killed mid-way.
+        "--set",
+        "stopping.rule=none",
+        "--set",
+        "stopping.max_passes=100",
+    ]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _cli(*args, "--out", str(killed)), env=environment, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / RESUME_FILE).exists():
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "no resumable state was written in 120 s"
+        time.sleep(0.02)
+    # Let it run past the first save, then kill it without warning.
+    first = read_state(killed, kind="unlearn").loop["steps"]
+    while read_state(killed, kind="unlearn").loop["steps"] == first:
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    saved = read_state(killed, kind="unlearn").loop["steps"]
+    assert not (killed / CHECKPOINT_FILE).exists(), "the run finished before it was killed"
+
+    subprocess.run(_cli(*args, "--resume", str(killed)), env=environment, check=True)
+    whole = tmp_path / "whole"
+    subprocess.run(_cli(*args, "--out", str(whole)), env=environment, check=True)
+    assert_same_weights(
+        load_file(str(whole / CHECKPOINT_FILE)), load_file(str(killed / CHECKPOINT_FILE))
+    )
+    assert 10 <= saved < 1200
+    assert not (killed / RESUME_FILE).exists()
