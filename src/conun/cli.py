@@ -62,6 +62,28 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
+def _join_processes(device: str) -> bool:
+    """Under ``torchrun``, join the process group (gloo on CPU, NCCL on GPU); only rank 0
+    logs at INFO level and prints. Returns whether this process is rank 0 (True alone)."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from conun.engine.distributed import setup_from_environment
+
+    ranks = setup_from_environment(device)
+    if ranks.is_distributed:
+
+        def leave() -> None:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+        atexit.register(leave)
+    if not ranks.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    return ranks.is_main
+
+
 def _common_options(command: F) -> F:
     for option in reversed(
         [
@@ -222,16 +244,18 @@ def train(
     config = build_config(
         TrainConfig, [read_yaml(preset) if preset else None, user, flags], overrides
     )
+    main_process = _join_processes(config.device)
     trained = train_original(
         config,
         out,
-        quiet=quiet,
+        quiet=quiet or not main_process,
         force=force,
         save_every=save_every,
         resume=resume_dir is not None,
     )
-    click.echo(describe(trained.results))
-    click.echo(f"wrote {Path(out) / 'checkpoint.safetensors'}")
+    if main_process:
+        click.echo(describe(trained.results))
+        click.echo(f"wrote {Path(out) / 'checkpoint.safetensors'}")
 
 
 @main.command()
@@ -285,6 +309,7 @@ def unlearn(
     chosen = str(flags.get("method") or user.get("method") or "contrastive")
     dataset = read_checkpoint_meta(checkpoint).dataset
     config = build_unlearn_config(chosen, spec.scenario, [user, flags], overrides, dataset=dataset)
+    main_process = _join_processes(config.device)
     results = unlearn_checkpoint(
         checkpoint,
         spec,
@@ -292,12 +317,13 @@ def unlearn(
         out,
         with_reference=with_reference,
         audit=audit,
-        quiet=quiet,
+        quiet=quiet or not main_process,
         force=force,
         save_every=save_every,
         resume=resume_dir is not None,
     )
-    click.echo(describe(results))
+    if main_process:
+        click.echo(describe(results))
 
 
 @main.command()
@@ -330,8 +356,10 @@ def evaluate(
 
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
+    main_process = _join_processes("cpu")  # evaluation runs on the CPU
     results = evaluate_checkpoint(checkpoint, spec, out, seed=seed, audit=audit, force=force)
-    click.echo(describe(results))
+    if main_process:
+        click.echo(describe(results))
 
 
 @main.command()

@@ -166,7 +166,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
-    loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+    try:
+        loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        # Includes Python tags (!!python/object...), which the safe loader never constructs.
+        raise ConfigError(f"config file {source} is not plain YAML data: {error}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

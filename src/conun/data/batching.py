@@ -15,6 +15,7 @@ def shuffled_batches(
     generator: torch.Generator,
     drop_last: bool = False,
     no_singleton: bool = False,
+    min_last: int = 1,
 ) -> Iterator[Tensor]:
     """One epoch: ``indices`` in a random order, cut into batches.
 
@@ -25,6 +26,9 @@ def shuffled_batches(
         no_singleton: a trailing batch of one sample joins the batch before it (``batch_size +
             1`` samples): BatchNorm cannot normalise a single sample in training mode, and
             dropping it would leave a sample out of the epoch.
+        min_last: more generally, a trailing batch of fewer samples joins the batch before it
+            (``no_singleton`` is ``min_last=2``); data parallelism asks for two samples per
+            process.
 
     Yields:
         ``(B,)`` int64 index batches.
@@ -32,7 +36,8 @@ def shuffled_batches(
     order = indices[torch.randperm(indices.numel(), generator=generator)]
     stop = order.numel() - (order.numel() % batch_size if drop_last else 0)
     starts = list(range(0, stop, batch_size))
-    if no_singleton and len(starts) > 1 and stop - starts[-1] == 1:
+    smallest = max(min_last, 2 if no_singleton else 1)
+    if len(starts) > 1 and stop - starts[-1] < smallest:
         starts.pop()
     for position, start in enumerate(starts):
         end = starts[position + 1] if position + 1 < len(starts) else stop

@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from conun.engine.distributed import context
 from conun.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class Resumable:
             step = loop.get("step", loop.get("steps"))
             logger.warning("weights are not finite at step %s: no state saved", step)
             return
+        if not context().is_main:
+            return  # every rank holds the same state (see conun.engine.distributed)
         optimiser_meta = _optimiser_to_parts(optimiser.state_dict(), tensors)
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
@@ -185,7 +188,8 @@ class Resumable:
 
     def finish(self) -> None:
         """The run ended: its state is no longer needed."""
-        self.path.unlink(missing_ok=True)
+        if context().is_main:
+            self.path.unlink(missing_ok=True)
 
 
 def read_state(directory: str | Path, *, kind: str) -> LoopState:

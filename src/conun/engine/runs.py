@@ -31,6 +31,7 @@ from conun.engine.checkpoint import (
     resolve_checkpoint_path,
     save_checkpoint,
 )
+from conun.engine.distributed import context
 from conun.engine.resume import (
     DEFAULT_SAVE_EVERY,
     RESUME_FILE,
@@ -180,7 +181,7 @@ def train_original(
         seconds=outcome.seconds,
         metrics=metrics.to_dict(),
     )
-    if out_dir is not None:
+    if out_dir is not None and context().is_main:  # under torchrun, rank 0 writes
         target = Path(out_dir)
         save_checkpoint(target, model, meta)
         atomic_write_text(target / "config.yaml", config_to_yaml(config))
@@ -442,6 +443,8 @@ def unlearn_checkpoint(
         audit_runs(produced_models, data, split, config)
     target = Path(out_dir)
     method_record = results.runs[-1]
+    if not context().is_main:  # under torchrun, rank 0 writes
+        return results
     save_checkpoint(
         target,
         unlearned,
@@ -530,7 +533,8 @@ def evaluate_checkpoint(
             model, record, data, split, seed=seed, batch_size=train_config.eval_batch_size
         )
     results = Results(meta.dataset, meta.model, seed, "cpu", [record])
-    results.write(out_dir)
+    if context().is_main:  # under torchrun, rank 0 writes
+        results.write(out_dir)
     return results
 
 
@@ -611,7 +615,8 @@ def audit_checkpoint(
     record = record_of(model, meta)
     audit(model, record, reference=retrained)
     results.runs.append(record)
-    results.write(out_dir)
+    if context().is_main:  # under torchrun, rank 0 writes
+        results.write(out_dir)
     return results
 
 

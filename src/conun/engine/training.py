@@ -18,6 +18,13 @@ from conun.data.arrays import ArrayDataset
 from conun.data.augment import augment_batch, default_pad
 from conun.data.batching import shuffled_batches
 from conun.engine.device import prepare_model, to_device
+from conun.engine.distributed import (
+    all_reduce_sum,
+    average_gradients,
+    broadcast_buffers,
+    context,
+    shard,
+)
 from conun.engine.resume import Resumable
 from conun.evaluation.accuracy import accuracy
 from conun.models.base import Classifier
@@ -118,6 +125,14 @@ def train_classifier(
     augmentation = augmentation_for((channels, height, width))
     indices = torch.arange(len(train))
     outcome = TrainOutcome(seconds=0.0)
+    ranks = context()
+    if config.batch_size < 2 * ranks.world_size:
+        raise ValueError(
+            f"batch_size {config.batch_size} is below 2 samples per process for "
+            f"{ranks.world_size} processes (BatchNorm needs 2): raise batch_size"
+        )
+    # bf16 autocast on a GPU (the master weights stay float32); the CPU runs in float32.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     # Where the loop is: epoch (1-based), the epoch's batch order and the next batch's position.
     first_epoch, position, step = 1, 0, 0
     order: list[Tensor] | None = None
@@ -128,16 +143,29 @@ def train_classifier(
         )
         first_epoch, position, step = (state.loop[key] for key in ("epoch", "position", "step"))
         order = _split_order(state.loop_tensor("order"), state.loop_tensor("sizes"))
-        running = state.loop["running"]
+        # The saved sums are over every rank: rank 0 carries them on, the others restart at 0.
+        running = state.loop["running"] if ranks.is_main else running
         outcome = TrainOutcome(seconds=state.loop["seconds"], epochs=state.loop["epochs"])
         logger.info("%s: resumed at epoch %d, step %d", description, first_epoch, step)
-    progress = tqdm(total=total_steps, initial=step, desc=description, disable=quiet, leave=False)
+    progress = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=description,
+        disable=quiet or not ranks.is_main,
+        leave=False,
+    )
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         started = time.perf_counter()
         if order is None:
             order = list(
-                shuffled_batches(indices, config.batch_size, generator=generator, no_singleton=True)
+                shuffled_batches(
+                    indices,
+                    config.batch_size,
+                    generator=generator,
+                    no_singleton=True,
+                    min_last=2 * ranks.world_size,
+                )
             )
             position = 0
             running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
@@ -150,19 +178,26 @@ def train_classifier(
             position += 1
             images = train.images[batch]
             if config.augment:
+                # The whole batch on every rank, so that the generator stays in step.
                 images = augment_batch(images, generator=generator, **augmentation)
-            images = to_device(images, device, channels_last=config.channels_last)
-            labels = train.labels[batch].to(device)
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
+            mine = shard(torch.arange(batch.numel()))  # this rank's share (all of it alone)
+            images = to_device(images[mine], device, channels_last=config.channels_last)
+            labels = train.labels[batch][mine].to(device)
+            with autocast:
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            # Every rank stops together (a rank that stopped alone would leave the others
+            # waiting in the next all-reduce).
+            if not math.isfinite(all_reduce_sum(loss.item())):
                 raise NonFiniteLossError(
                     f"{description}: loss is {loss.item()} at epoch {epoch}, batch {position} "
                     f"(step {step + 1}); lower the learning rate or check the inputs"
                 )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(list(model.parameters()))
             optimiser.step()
+            broadcast_buffers(model)
             scheduler.step()
             step += 1
             loss_sum += loss.detach().cpu() * labels.shape[0]
@@ -171,6 +206,7 @@ def train_classifier(
             progress.update()
             if resume is not None and resume.due(step):
                 saving = time.perf_counter()
+                totals = [all_reduce_sum(float(v)) for v in (loss_sum, correct, seen)]
                 resume.save(
                     model=model,
                     optimiser=optimiser,
@@ -181,9 +217,9 @@ def train_classifier(
                         "position": position,
                         "step": step,
                         "running": {
-                            "loss_sum": float(loss_sum),
-                            "correct": int(correct),
-                            "seen": seen,
+                            "loss_sum": totals[0],
+                            "correct": int(totals[1]),
+                            "seen": int(totals[2]),
                         },
                         # Time so far, this epoch's included, the save itself excluded.
                         "seconds": outcome.seconds + (saving - started),
@@ -197,10 +233,11 @@ def train_classifier(
                 started += time.perf_counter() - saving
         order = None
         outcome.seconds += time.perf_counter() - started
+        totals = [all_reduce_sum(float(v)) for v in (loss_sum, correct, seen)]
         entry = {
             "epoch": float(epoch),
-            "loss": float(loss_sum) / seen,
-            "train_acc": float(correct) / seen,
+            "loss": totals[0] / totals[2],
+            "train_acc": totals[1] / totals[2],
         }
         if test is not None:
             test_acc = accuracy(

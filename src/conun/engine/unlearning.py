@@ -10,6 +10,7 @@ until the stopping rule holds (checked after each pass, optionally every k forge
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,13 @@ from tqdm.auto import tqdm
 
 from conun.data.batching import RandomBatchStream, shuffled_batches
 from conun.engine.device import prepare_model, to_device
+from conun.engine.distributed import (
+    all_reduce_sum,
+    average_gradients,
+    broadcast_buffers,
+    context,
+    shard,
+)
 from conun.engine.stopping import RuleCheck, build_evaluation_sets, check_rule
 from conun.engine.training import NonFiniteLossError, make_optimizer, set_batchnorm_eval
 
@@ -60,6 +68,9 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
         split.forget, method.forget_batch_size(batch_size), generator=task.generator
     )
     stopping = config.stopping
+    ranks = context()
+    # bf16 autocast on a GPU (the master weights stay float32); the CPU runs in float32.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     evaluation_sets = build_evaluation_sets(data, split, stopping, generator=task.generator)
 
     history: list[dict[str, float]] = []
@@ -95,6 +106,8 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
         return result
 
     def load(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of a global batch of training indices, on the device."""
+        index = shard(index)
         images = to_device(data.train.images[index], device, channels_last=config.channels_last)
         return images, data.train.labels[index].to(device)
 
@@ -159,11 +172,22 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
 
     saved_at = steps_done // resume.every if resume is not None else 0
     steps = method.steps_per_forget_batch() if over_forget else 1
-    progress = tqdm(desc=f"unlearn ({method.name})", unit="batch", disable=task.quiet, leave=False)
+    progress = tqdm(
+        desc=f"unlearn ({method.name})",
+        unit="batch",
+        disable=task.quiet or not ranks.is_main,
+        leave=False,
+    )
     while not stopped_by and passes < stopping.max_passes:
         train_mode()
         if order is None:
-            order = list(shuffled_batches(driver, batch_size, generator=task.generator))
+            # Under torchrun a trailing batch too small to give every rank a sample joins
+            # the batch before it; one process keeps the plain order.
+            order = list(
+                shuffled_batches(
+                    driver, batch_size, generator=task.generator, min_last=ranks.world_size
+                )
+            )
             position = 0
         while position < len(order):
             driver_index = order[position]
@@ -179,16 +203,17 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                     retain = load(retain_stream.next())
                 if not over_forget and method.uses_forget:
                     forget = load(forget_stream.next())
-                terms = method.loss(
-                    model,
-                    UnlearningBatch(
-                        forget[0] if forget is not None and method.uses_forget else None,
-                        forget[1] if forget is not None and method.uses_forget else None,
-                        retain[0] if retain is not None and method.uses_retain else None,
-                        retain[1] if retain is not None and method.uses_retain else None,
-                    ),
-                )
-                if not torch.isfinite(terms.total):
+                with autocast:
+                    terms = method.loss(
+                        model,
+                        UnlearningBatch(
+                            forget[0] if forget is not None and method.uses_forget else None,
+                            forget[1] if forget is not None and method.uses_forget else None,
+                            retain[0] if retain is not None and method.uses_retain else None,
+                            retain[1] if retain is not None and method.uses_retain else None,
+                        ),
+                    )
+                if not math.isfinite(all_reduce_sum(terms.total.item())):
                     raise NonFiniteLossError(
                         f"{method.name}: loss is {terms.total.item()} at batch {batches + 1} "
                         f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
@@ -196,7 +221,9 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                     )
                 optimiser.zero_grad(set_to_none=True)
                 terms.total.backward()
+                average_gradients(method.trainable_parameters(model))
                 optimiser.step()
+                broadcast_buffers(model)
                 method.after_step(model)
                 steps_done += 1
                 if not over_forget and method.uses_forget:

@@ -10,6 +10,7 @@ from torch import Tensor
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.device import to_device
+from conun.engine.distributed import gather_rows, shard
 from conun.models.base import Classifier
 
 
@@ -51,6 +52,12 @@ def predict(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    total = images.shape[0]
+    # Under torchrun each rank predicts its contiguous share; the shares are gathered back.
+    mine = shard(torch.arange(total))
+    if mine.numel() < total:
+        start = int(mine[0]) if mine.numel() else 0
+        images = images[start : start + mine.numel()]
     predictions = [
         model(to_device(images[start : start + batch_size], device, channels_last=channels_last))
         .argmax(dim=1)
@@ -58,7 +65,8 @@ def predict(
         for start in range(0, images.shape[0], batch_size)
     ]
     model.train(was_training)
-    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    local = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    return gather_rows(local, total)
 
 
 def accuracy(

@@ -12,13 +12,14 @@ cross-entropy on the retain batch keeps the retained representation and head in 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from conun.config import StrictModel
+from conun.engine.distributed import context, gather_with_grad
 from conun.losses import contrastive_unlearning_loss
 from conun.methods.base import LoopMethod, LossTerms, UnlearningBatch, register_method
 from conun.models.base import Classifier
@@ -36,6 +37,12 @@ class ContrastiveOptions(StrictModel):
     """Retain samples per step; None = the forget batch size (the paper)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm running statistics fixed during unlearning."""
+    distributed_loss: Literal["local", "global"] = "local"
+    """Under torchrun: ``local`` (default) computes ``L_UL`` on each process's share of the
+    batch (each forget anchor sees that process's retain samples only; the gradients are then
+    averaged); ``global`` all-gathers the embeddings, with their gradients, so that every anchor
+    sees the whole retain batch: the loss and gradient of one process on the whole batch (up to
+    BatchNorm statistics, which stay per process). One process: both are the same."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
@@ -85,16 +92,30 @@ class ContrastiveUnlearning(LoopMethod):
         num_forget = batch.forget_images.shape[0]
         # One forward pass over [X_u; X_r] (Algorithm 1): BatchNorm sees both halves together.
         output = model.forward_features(torch.cat([batch.forget_images, batch.retain_images]))
-        z = F.normalize(output.features, dim=1)
+        z = F.normalize(output.features.float(), dim=1)
+        forget_z, forget_y = z[:num_forget], batch.forget_labels
         retain_z = z[num_forget:].detach() if self.settings.detach_retain else z[num_forget:]
+        retain_y = batch.retain_labels
+        logits = output.logits[num_forget:].float()
+        if self.settings.distributed_loss == "global" and context().is_distributed:
+            forget_z, forget_y = gather_with_grad(forget_z), gather_with_grad(forget_y)
+            retain_z, retain_y = gather_with_grad(retain_z), gather_with_grad(retain_y)
+            # Sum over this share / size of the whole batch, times N: once the gradients are
+            # averaged over the N processes, the mean over the whole batch.
+            retain_ce = (
+                F.cross_entropy(logits, batch.retain_labels, reduction="sum")
+                * context().world_size
+                / retain_y.shape[0]
+            )
+        else:
+            retain_ce = F.cross_entropy(logits, retain_y)
         unlearning = contrastive_unlearning_loss(
-            z[:num_forget],
-            batch.forget_labels,
+            forget_z,
+            forget_y,
             retain_z,
-            batch.retain_labels,
+            retain_y,
             temperature=self.settings.temperature,
         )
-        retain_ce = F.cross_entropy(output.logits[num_forget:], batch.retain_labels)
         total = self.settings.lambda_ul * unlearning + self.settings.lambda_ce * retain_ce
         return LossTerms(
             total, {"unlearning": unlearning.detach(), "retain_ce": retain_ce.detach()}
