@@ -94,22 +94,22 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def _check_self_contained(paths: ReportPaths) -> list[bytes]:
+def _check_self_contained(paths: ReportPaths, *, extra: tuple[str, ...] = ()) -> list[bytes]:
     """The HTML fetches nothing: no scripts, stylesheets or links, every src a PNG data URI
-    holding exactly the bytes of the PNG next to the Markdown. Returns the PNGs."""
+    holding exactly the bytes of the PNG next to the Markdown (the report's figures, then
+    ``extra`` ones). Returns the PNGs."""
     page = _parse(paths.html)
     text = paths.html.read_text(encoding="utf-8")
     assert not page.tags & {"script", "link", "iframe", "object", "embed", "base"}
     assert "url(" not in text and "@import" not in text
     assert not re.search(r"https?://", text)
-    assert len(page.images) == len(FIGURE_NAMES)
+    names = [*FIGURE_NAMES, *extra]
+    assert len(page.images) == len(names)
     assert all(
         ref[1] == "src" and ref[2].startswith("data:image/png;base64,") for ref in page.references
     )
     pngs = [base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in page.images]
-    assert [p.name for p in paths.images] == [
-        f"{paths.html.stem}-{name}.png" for name in FIGURE_NAMES
-    ]
+    assert [p.name for p in paths.images] == [f"{paths.html.stem}-{name}.png" for name in names]
     for png, file in zip(pngs, paths.images, strict=True):
         assert file.read_bytes() == png
         assert _png_size(png)[0] > 100
@@ -169,9 +169,26 @@ def test_bench_report(smoke_dir: Path, smoke_report: ReportPaths) -> None:
     html = smoke_report.html.read_text(encoding="utf-8")
     assert f"conun bench smoke --seeds 0 --out {smoke_dir}" in html
     assert "audit: false" in html  # bench.yaml, verbatim
-    _check_self_contained(smoke_report)
+    _check_self_contained(smoke_report, extra=("embedding_projection",))
     markdown = _check_markdown(smoke_report)
     assert "| class5 | class | contrastive | 1 |" in markdown
+    # The paper's Figure 1 from the cells' checkpoints: the class request, before and after.
+    assert "Representation before and after unlearning (t-SNE)" in html
+    assert "Seed 0, request class5." in html
+
+
+def test_bench_report_without_weights_says_why_figure_1_is_missing(
+    smoke_dir: Path, tmp_path: Path
+) -> None:
+    bench = _copy(smoke_dir, tmp_path / "bench")
+    for checkpoint in bench.glob("cells/*/*/*/checkpoint.safetensors"):
+        checkpoint.unlink()  # as in a clone: bench weights are not committed
+    paths = write_report(bench)
+    html = paths.html.read_text(encoding="utf-8")
+    assert "Not drawn: no seed has its original&#x27;s and a method&#x27;s checkpoint" in html or (
+        "Not drawn: no seed has its original's and a method's checkpoint" in html
+    )
+    assert len(paths.images) == 3
 
 
 def _chromium() -> str:
@@ -237,7 +254,10 @@ def test_report_renders_in_chromium(
     marker = re.search(r'<pre id="image-check">([^<]*)</pre>', result.stdout)
     assert marker is not None, f"the page's load handler did not run:\n{result.stderr[-2000:]}"
     widths = ",".join(str(_png_size(p.read_bytes())[0]) for p in paths.images)
-    assert marker.group(1) == f"images=3 loaded=3 widths={widths}"
+    # demo: forgetting curve, time per method, trade-off; bench: and the t-SNE of Figure 1
+    count = 3 if which == "demo" else 4
+    assert len(paths.images) == count
+    assert marker.group(1) == f"images={count} loaded={count} widths={widths}"
     # the page's own content came through the browser's parser
     assert "<td>contrastive</td>" in result.stdout
 

@@ -28,7 +28,7 @@ import os
 import shlex
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +55,8 @@ from conun.report.document import (
     render_html,
     render_markdown,
 )
+from conun.report.embedding import TITLE as EMBEDDING_TITLE
+from conun.report.embedding import embedding_image
 from conun.report.figures import FIGURES, draw_figures
 from conun.reproducibility import versions
 from conun.viz.results import request_label
@@ -455,6 +457,7 @@ class _BenchRecord:
     seeds: list[int]
     requests: dict[str, dict[str, Any]]  # label -> the request as recorded
     text: str
+    originals: dict[int, str] = field(default_factory=dict)  # seed -> originals/<key>
 
 
 def _read_bench_yaml(path: Path) -> _BenchRecord:
@@ -479,7 +482,14 @@ def _read_bench_yaml(path: Path) -> _BenchRecord:
             requests[RequestSpec.model_validate(entry).label] = dict(entry)
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise ReportSourceError(f"{file}: a request is invalid: {error}") from None
-    return _BenchRecord(preset, [int(seed) for seed in seeds], requests, text)
+    originals = data.get("originals") if isinstance(data.get("originals"), dict) else {}
+    return _BenchRecord(
+        preset,
+        [int(seed) for seed in seeds],
+        requests,
+        text,
+        {int(seed): str(key) for seed, key in originals.items()},
+    )
 
 
 def _describe_request(request: Mapping[str, Any]) -> str:
@@ -654,6 +664,11 @@ def _bench_report(path: Path, *, figures: bool) -> Report:
 
     if figures:
         blocks += _figure_blocks(documents)
+        blocks.append(Heading(EMBEDDING_TITLE, level=3))
+        image, reason = embedding_image(
+            path, record.seeds, record.requests, original_keys=record.originals
+        )
+        blocks.append(image if image is not None else Paragraph(f"Not drawn: {reason}"))
     return Report(title=title, blocks=blocks)
 
 
