@@ -58,6 +58,9 @@ def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def test_smoke_grid_end_to_end(smoke_run: tuple[Path, BenchReport]) -> None:
     out, report = smoke_run
     assert len(report.ran) == 8 and not report.skipped and not report.failed
+    # keep_weights (default: retrain and Figure 1's panels) decides which cells keep weights.
+    kept = {path.parent.name for path in out.glob("cells/*/*/*/" + CHECKPOINT_FILE)}
+    assert kept == {"retrain", "contrastive", "finetune"}
     (original,) = (out / "originals").iterdir()
     assert (original / CHECKPOINT_FILE).is_file() and (original / "results.json").is_file()
     for request in REQUESTS:

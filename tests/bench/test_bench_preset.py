@@ -118,6 +118,7 @@ GOOD = "dataset: digits\nrequests: [{class: [5]}]\nseeds: [0]\n"
         (GOOD + "train_preset: nope\n", ["unknown train preset 'nope'", "cifar10"]),
         (GOOD + "methods: [contrastive, magic]\n", ["unknown method(s) magic", "neggrad", "all"]),
         (GOOD + "methods: []\n", ["methods"]),
+        (GOOD + "keep_weights: [magic]\n", ["keep_weights", "unknown method(s) ['magic']"]),
         (GOOD.replace("[5]", "[12]"), ["class [12] is not in digits", "0..9"]),
         (GOOD.replace("{class: [5]}", "{class: [5], samples: 3}"), ["exactly one", "class"]),
         (GOOD.replace("{class: [5]}", "{fraction: 1.5}"), ["requests.0.fraction", "less than 1"]),

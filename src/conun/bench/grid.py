@@ -509,20 +509,23 @@ class _GridRun:
                 reference=reference,
             )
         directory = cell.directory(self.out)
-        if cell.method == "retrain":
-            # Kept so that audited cells of a later invocation can measure distances to it.
+        keep = cell.method in self.plan.preset.keep_weights
+        if keep or (cell.method == "retrain" and self.plan.preset.audit):
+            # retrain's: audited cells of a later invocation measure distances to it; the
+            # others': the report's Figure 1 (representations before and after).
             save_checkpoint(
                 directory,
                 model,
                 dataclasses.replace(
                     state.meta,
-                    method="retrain",
+                    method=cell.method,
                     seconds=record.seconds,
                     split=split.to_dict(),
                     metrics=record.metrics,
                     versions=None,
                 ),
             )
+        if cell.method == "retrain":
             state.references[cell.request] = (model, record)
         atomic_write_text(directory / "config.yaml", config_to_yaml(config))
         results = Results(

@@ -153,6 +153,8 @@ class BenchPreset(StrictModel):
         methods: ``all`` (every registered method meant for a request's scenario) or names.
         seeds: the seeds; each trains its own original and draws its own random requests.
         audit: add the privacy audit to every cell (distances need ``retrain`` in the grid).
+        keep_weights: methods whose cells keep their unlearned checkpoint (``conun report``
+            draws the paper's Figure 1 from them); retrain's is always kept under ``audit``.
     """
 
     name: str = "bench"
@@ -167,6 +169,22 @@ class BenchPreset(StrictModel):
     methods: Literal["all"] | list[str] = "all"
     seeds: list[int] = Field(min_length=1)
     audit: bool = False
+    keep_weights: list[str] = Field(
+        default_factory=lambda: ["retrain", "contrastive", "neggrad", "finetune"]
+    )
+
+    @field_validator("keep_weights")
+    @classmethod
+    def _known_kept_methods(cls, value: list[str]) -> list[str]:
+        from conun.methods import available_methods
+
+        unknown = sorted(set(value) - set(available_methods()))
+        if unknown:
+            raise ValueError(
+                f"keep_weights names unknown method(s) {unknown}; registered: "
+                f"{', '.join(available_methods())}"
+            )
+        return value
 
     @field_validator("name")
     @classmethod

@@ -60,7 +60,8 @@ class _Point:
     seconds: float
 
 
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d", "H", "1")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d", "H")
+"""Filled marker shapes only (black edges; an unfilled shape such as "1" has no edge)."""
 
 
 def time_per_method_figure(results: ResultsInput, *, include_original: bool = False) -> Figure:

@@ -65,6 +65,12 @@ def forgetting_curve_figure(results: ResultsInput, *, show_held_out: bool = Fals
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         labelled: set[str] = set()
+        series = [history_series(run["history"], "forget_train_acc")[0] for run in panel.runs]
+        ends = [batches[-1] for batches in series if batches and batches[-1] > 0]
+        if ends and max(ends) > 10 * min(ends):
+            # Runs of very different lengths (a pass over the retain set draws many more forget
+            # batches than a pass over the forget set): a log axis keeps the short ones visible.
+            ax.set_xscale("symlog", linthresh=1)
         for run in panel.runs:
             if not _has_curve(run):
                 continue
@@ -93,7 +99,9 @@ def forgetting_curve_figure(results: ResultsInput, *, show_held_out: bool = Fals
         if reference is not None:
             ax.axhline(reference, color="0.25", linestyle=":", linewidth=1.5, label=RETRAIN)
         ax.set_title(panel.title)
-        ax.set_xlabel("forget batches processed")
+        ax.set_xlabel(
+            "forget batches processed" + (" (log scale)" if ax.get_xscale() == "symlog" else "")
+        )
         ax.set_ylabel("accuracy on the forget set")
         ax.set_ylim(-0.03, 1.03)
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
