@@ -153,19 +153,12 @@ def _metrics(directory: Path, method: str) -> dict[str, float]:
     return next(run["metrics"] for run in runs if run["method"] == method)
 
 
-@pytest.mark.parametrize("loss", ["local", "global"])
-def test_torchrun_train_and_unlearn_match_one_process(tmp_path: Path, loss: str) -> None:
-    """2 gloo processes vs 1 on digits: training 15 epochs, then contrastive class unlearning.
-
-    Tolerance: 0.03 on every accuracy (11 of the 360 test images). The two runs draw the same
-    batches in the same order; they differ by BatchNorm normalising each process's half-batch
-    with its own statistics and by the order of float sums, which moves the weights like a
-    change of seed does: across digits seeds 0-4 this recipe's test accuracy spreads over
-    about 2 points. The forgotten class must fall to chance (1/C) in both.
-    """
-    results = {}
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """A digits original trained by 1 process and by 2 (15 epochs), written once per module."""
+    found = {}
     for ranks in (1, WORLD):
-        original = tmp_path / f"original-{ranks}"
+        out = tmp_path_factory.mktemp(f"original-{ranks}")
         _conun(
             "train",
             "--dataset",
@@ -174,32 +167,62 @@ def test_torchrun_train_and_unlearn_match_one_process(tmp_path: Path, loss: str)
             "15",
             "--quiet",
             "--out",
-            str(original),
+            str(out),
             ranks=ranks,
         )
-        unlearned = tmp_path / f"unlearned-{ranks}"
+        found[ranks] = out
+    return found
+
+
+def test_torchrun_training_matches_one_process(originals: dict[int, Path]) -> None:
+    """Tolerance 0.03 (11 of the 360 test images): the two runs draw the same batches in the same
+    order and differ only by BatchNorm normalising each process's half-batch with its own
+    statistics and by the order of float sums, which moves the weights like a change of seed
+    does (this recipe's test accuracy spreads over about 2 points across digits seeds 0-4)."""
+    one, many = (_metrics(originals[ranks], "original") for ranks in (1, WORLD))
+    for key in ("test_acc", "retain_train_acc"):
+        assert abs(one[key] - many[key]) <= 0.03, (key, one, many)
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("contrastive", ["options.distributed_loss=local"]),
+        ("contrastive", ["options.distributed_loss=global"]),
+        # scrub also runs sharded, but its few max-steps (4 on a digits class) move the student
+        # through BatchNorm's per-batch statistics, which differ per process: measured 10% vs
+        # 0% forget accuracy from one original, so it is not held to this tolerance.
+        ("unsir", []),  # its own loop: impair then repair on noise + a retain subset
+    ],
+)
+def test_torchrun_unlearning_matches_one_process(
+    originals: dict[int, Path], tmp_path: Path, method: str, options: list[str]
+) -> None:
+    """2 gloo processes vs 1 on digits, class 5, each from the original trained with as many
+    processes. Tolerance: as for training, plus the forgotten class must reach chance (1/C) in
+    both runs (where a run stops is discrete: the rule is checked after each pass over ~130
+    samples)."""
+    results = {}
+    for ranks in (1, WORLD):
+        out = tmp_path / f"{method}-{ranks}"
+        overrides = [item for option in options for item in ("--set", option)]
         _conun(
             "unlearn",
             "--checkpoint",
-            str(original),
+            str(originals[ranks]),
+            "--method",
+            method,
             "--forget-class",
             "5",
-            "--set",
-            f"options.distributed_loss={loss}",
+            *overrides,
             "--quiet",
             "--out",
-            str(unlearned),
+            str(out),
             ranks=ranks,
         )
-        results[ranks] = (_metrics(original, "original"), _metrics(unlearned, "contrastive"))
-    (one_original, one), (many_original, many) = results[1], results[WORLD]
-    assert abs(one_original["test_acc"] - many_original["test_acc"]) <= 0.03, (
-        one_original,
-        many_original,
-    )
+        results[ranks] = _metrics(out, method)
+    one, many = results[1], results[WORLD]
     for key in ("test_acc", "retain_train_acc", "retain_test_acc"):
         assert abs(one[key] - many[key]) <= 0.03, (key, one, many)
-    # The forgotten class: where a run stops is discrete (the rule is checked after each pass
-    # over ~130 samples), so both must reach the rule's target, chance (1/C).
     for metrics in (one, many):
-        assert metrics["forget_train_acc"] <= 0.1 and metrics["forget_test_acc"] <= 0.1
+        assert metrics["forget_train_acc"] <= 0.1 and metrics["forget_test_acc"] <= 0.1, metrics

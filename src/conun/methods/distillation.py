@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from typing import Any, ClassVar, Literal
 
@@ -51,6 +52,13 @@ from conun.config import StrictModel, UnlearnConfig
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
 from conun.engine.device import prepare_model, to_device
+from conun.engine.distributed import (
+    all_reduce_sum,
+    average_gradients,
+    broadcast_buffers,
+    context,
+    shard,
+)
 from conun.engine.stopping import EvaluationSets, build_evaluation_sets, check_rule
 from conun.engine.training import make_optimizer
 from conun.methods.base import (
@@ -102,10 +110,16 @@ def epoch_batches(indices: Tensor, batch_size: int, *, generator: torch.Generato
     """One epoch of ``indices`` in a random order, cut into ``(B,)`` index batches, with a last
     batch of a single sample merged into the one before it: BatchNorm in train mode cannot
     normalise one sample (their CIFAR set sizes never produce such a batch)."""
-    batches = list(shuffled_batches(indices, batch_size, generator=generator))
-    if len(batches) > 1 and batches[-1].numel() == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
+    # Under torchrun every process needs 2 samples of the last batch (one process: unchanged).
+    return list(
+        shuffled_batches(
+            indices,
+            batch_size,
+            generator=generator,
+            no_singleton=True,
+            min_last=2 * context().world_size,
+        )
+    )
 
 
 def freeze(module: torch.nn.Module) -> None:
@@ -250,17 +264,20 @@ class Scrub(UnlearningMethod):
             return stopping.rule == "auto" and result.stop
 
         def load(index: Tensor) -> tuple[Tensor, Tensor]:
+            index = shard(index)  # this process's share under torchrun (all of it alone)
             images = to_device(data.train.images[index], device, channels_last=config.channels_last)
             return images, data.train.labels[index].to(device)
 
         def step(terms: LossTerms, where: str) -> None:
-            if not torch.isfinite(terms.total):
+            if not math.isfinite(all_reduce_sum(terms.total.item())):
                 raise NonFiniteLossError(
                     f"{self.name}: {where} loss is {terms.total.item()}; lower the learning rate"
                 )
             optimiser.zero_grad(set_to_none=True)
             terms.total.backward()
+            average_gradients(list(student.parameters()))
             optimiser.step()
+            broadcast_buffers(student)
 
         started = time.perf_counter()
         # The teacher: a separate, frozen copy of the original (same device and memory format).

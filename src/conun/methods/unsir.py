@@ -48,6 +48,7 @@ Departures from their notebook:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -62,6 +63,13 @@ from conun.config import StrictModel
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
 from conun.engine.device import prepare_model, to_device
+from conun.engine.distributed import (
+    all_reduce_sum,
+    average_gradients,
+    broadcast_buffers,
+    context,
+    shard,
+)
 from conun.engine.stopping import build_evaluation_sets, check_rule
 from conun.engine.training import make_optimizer
 from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
@@ -260,6 +268,7 @@ class Unsir(UnlearningMethod):
         def load(positions: Tensor) -> tuple[Tensor, Tensor]:
             # Positions < num_retain index the retain subset; the rest index the noise copies
             # (position - num_retain) mod (K * B_n), i.e. the copies without materialising them.
+            positions = shard(positions)  # this process's share under torchrun
             is_retain = positions < num_retain
             retain_index = subset[positions[is_retain]]
             noise_index = ((positions[~is_retain] - num_retain) % noise_images.shape[0]).to(device)
@@ -281,18 +290,24 @@ class Unsir(UnlearningMethod):
         def epoch(size: int, optimiser: torch.optim.Optimizer, name: str) -> float:
             model.train()
             loss_sum, seen = 0.0, 0
+            world = context().world_size
             for positions in shuffled_batches(
-                torch.arange(size), batch_size, generator=task.generator
+                torch.arange(size),
+                batch_size,
+                generator=task.generator,
+                min_last=2 * world if world > 1 else 1,
             ):
                 images, labels = load(positions)
                 loss = F.cross_entropy(model(images), labels)
-                if not torch.isfinite(loss):
+                if not math.isfinite(all_reduce_sum(loss.item())):
                     raise NonFiniteLossError(
                         f"unsir: {name} loss is {loss.item()}; lower the learning rate"
                     )
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(list(model.parameters()))
                 optimiser.step()
+                broadcast_buffers(model)
                 loss_sum += float(loss.detach()) * labels.shape[0]
                 seen += labels.shape[0]
             return loss_sum / max(1, seen)
