@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,8 @@ class Resumable:
         loop_tensors: dict[str, Tensor],
         scheduler: Any = None,
     ) -> None:
-        """Atomically write the current state (replacing the previous one)."""
-        import time
-
+        """Atomically write the current state (replacing the previous one); rank 0 only, and
+        never a state whose weights are not finite (the previous one is kept)."""
         started = time.perf_counter()
         tensors: dict[str, Tensor] = {
             f"model.{name}": tensor for name, tensor in model.state_dict().items()
