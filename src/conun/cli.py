@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.engine.resume import DEFAULT_SAVE_EVERY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,7 +112,7 @@ def _resume_options(command: F) -> F:
             click.option(
                 "--save-every",
                 type=click.IntRange(min=1),
-                default=200,
+                default=DEFAULT_SAVE_EVERY,
                 show_default=True,
                 metavar="STEPS",
                 help="Write OUT/resume.safetensors every this many optimiser steps (removed "

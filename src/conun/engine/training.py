@@ -37,6 +37,40 @@ class NonFiniteLossError(RuntimeError):
     resumable state (if it saved any) is left in place: it holds finite weights only."""
 
 
+def take_step(
+    loss: Tensor,
+    optimiser: torch.optim.Optimizer,
+    model: nn.Module,
+    *,
+    parameters: list[nn.Parameter] | None = None,
+    failure: str,
+) -> None:
+    """One optimiser step of every loop (training, the unlearning loop, SCRUB, UNSIR), the same
+    under ``torchrun``: stop on a non-finite loss, backward, average the gradients over the
+    processes, step, and give every process rank 0's BatchNorm buffers.
+
+    Args:
+        loss: the scalar to minimise.
+        optimiser: updates ``parameters``.
+        model: whose buffers are broadcast.
+        parameters: the parameters whose gradients are averaged (default: all of ``model``'s).
+        failure: the error message for a non-finite loss; ``{loss}`` in it becomes this
+            process's loss value.
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite on any process (every process raises
+            together, so that none is left waiting in a collective).
+    """
+    value = loss.item()
+    if not math.isfinite(all_reduce_sum(value)):
+        raise NonFiniteLossError(failure.replace("{loss}", str(value)))
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(parameters if parameters is not None else list(model.parameters()))
+    optimiser.step()
+    broadcast_buffers(model)
+
+
 def make_optimizer(parameters: Any, config: OptimizerConfig) -> torch.optim.Optimizer:
     """The optimiser a config names (no if-ladder: a table of constructors)."""
     constructors = {
@@ -186,18 +220,13 @@ def train_classifier(
             with autocast:
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels)
-            # Every rank stops together (a rank that stopped alone would leave the others
-            # waiting in the next all-reduce).
-            if not math.isfinite(all_reduce_sum(loss.item())):
-                raise NonFiniteLossError(
-                    f"{description}: loss is {loss.item()} at epoch {epoch}, batch {position} "
-                    f"(step {step + 1}); lower the learning rate or check the inputs"
-                )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(list(model.parameters()))
-            optimiser.step()
-            broadcast_buffers(model)
+            take_step(
+                loss,
+                optimiser,
+                model,
+                failure=f"{description}: loss is {{loss}} at epoch {epoch}, batch {position} "
+                f"(step {step + 1}); lower the learning rate or check the inputs",
+            )
             scheduler.step()
             step += 1
             loss_sum += loss.detach().cpu() * labels.shape[0]

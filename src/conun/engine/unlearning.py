@@ -10,7 +10,6 @@ until the stopping rule holds (checked after each pass, optionally every k forge
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -19,15 +18,9 @@ from tqdm.auto import tqdm
 
 from conun.data.batching import RandomBatchStream, shuffled_batches
 from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import (
-    all_reduce_sum,
-    average_gradients,
-    broadcast_buffers,
-    context,
-    shard,
-)
+from conun.engine.distributed import context, shard
 from conun.engine.stopping import RuleCheck, build_evaluation_sets, check_rule
-from conun.engine.training import NonFiniteLossError, make_optimizer, set_batchnorm_eval
+from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
 
 if TYPE_CHECKING:
     from conun.methods.base import LoopMethod, MethodOutcome, UnlearningTask
@@ -213,17 +206,15 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                             retain[1] if retain is not None and method.uses_retain else None,
                         ),
                     )
-                if not math.isfinite(all_reduce_sum(terms.total.item())):
-                    raise NonFiniteLossError(
-                        f"{method.name}: loss is {terms.total.item()} at batch {batches + 1} "
-                        f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
-                        "or check the inputs"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                terms.total.backward()
-                average_gradients(method.trainable_parameters(model))
-                optimiser.step()
-                broadcast_buffers(model)
+                take_step(
+                    terms.total,
+                    optimiser,
+                    model,
+                    parameters=method.trainable_parameters(model),
+                    failure=f"{method.name}: loss is {{loss}} at batch {batches + 1} "
+                    f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
+                    "or check the inputs",
+                )
                 method.after_step(model)
                 steps_done += 1
                 if not over_forget and method.uses_forget:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from typing import Any, ClassVar, Literal
 
@@ -52,15 +51,9 @@ from conun.config import StrictModel, UnlearnConfig
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
 from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import (
-    all_reduce_sum,
-    average_gradients,
-    broadcast_buffers,
-    context,
-    shard,
-)
+from conun.engine.distributed import context, shard
 from conun.engine.stopping import EvaluationSets, build_evaluation_sets, check_rule
-from conun.engine.training import make_optimizer
+from conun.engine.training import make_optimizer, take_step
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
@@ -222,8 +215,6 @@ class Scrub(UnlearningMethod):
         return LossTerms(total, {"retain_ce": retain_ce.detach(), "retain_kl": divergence.detach()})
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        from conun.engine.training import NonFiniteLossError
-
         config, split, data = task.config, task.split, task.data
         settings = self.settings
         device = torch.device(config.device)
@@ -269,15 +260,12 @@ class Scrub(UnlearningMethod):
             return images, data.train.labels[index].to(device)
 
         def step(terms: LossTerms, where: str) -> None:
-            if not math.isfinite(all_reduce_sum(terms.total.item())):
-                raise NonFiniteLossError(
-                    f"{self.name}: {where} loss is {terms.total.item()}; lower the learning rate"
-                )
-            optimiser.zero_grad(set_to_none=True)
-            terms.total.backward()
-            average_gradients(list(student.parameters()))
-            optimiser.step()
-            broadcast_buffers(student)
+            take_step(
+                terms.total,
+                optimiser,
+                student,
+                failure=f"{self.name}: {where} loss is {{loss}}; lower the learning rate",
+            )
 
         started = time.perf_counter()
         # The teacher: a separate, frozen copy of the original (same device and memory format).

@@ -48,7 +48,6 @@ Departures from their notebook:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -63,15 +62,9 @@ from conun.config import StrictModel
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
 from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import (
-    all_reduce_sum,
-    average_gradients,
-    broadcast_buffers,
-    context,
-    shard,
-)
+from conun.engine.distributed import context, shard
 from conun.engine.stopping import build_evaluation_sets, check_rule
-from conun.engine.training import make_optimizer
+from conun.engine.training import make_optimizer, take_step
 from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
 
 logger = logging.getLogger(__name__)
@@ -198,8 +191,6 @@ class Unsir(UnlearningMethod):
         return self.options
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        from conun.engine.training import NonFiniteLossError
-
         config, split, data = task.config, task.split, task.data
         settings = self.settings
         device = torch.device(config.device)
@@ -299,15 +290,12 @@ class Unsir(UnlearningMethod):
             ):
                 images, labels = load(positions)
                 loss = F.cross_entropy(model(images), labels)
-                if not math.isfinite(all_reduce_sum(loss.item())):
-                    raise NonFiniteLossError(
-                        f"unsir: {name} loss is {loss.item()}; lower the learning rate"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(list(model.parameters()))
-                optimiser.step()
-                broadcast_buffers(model)
+                take_step(
+                    loss,
+                    optimiser,
+                    model,
+                    failure=f"unsir: {name} loss is {{loss}}; lower the learning rate",
+                )
                 loss_sum += float(loss.detach()) * labels.shape[0]
                 seen += labels.shape[0]
             return loss_sum / max(1, seen)

@@ -56,7 +56,7 @@ def embedding_image(
     from conun.bench.preset import RequestSpec
     from conun.config import TrainConfig
     from conun.engine.runs import ensure_dataset, load_training_data
-    from conun.viz.embeddings import embedding_projection_figure, extract_features, project_features
+    from conun.viz import model_embedding_figure
 
     ordered = sorted(requests.items(), key=lambda item: item[1].get("class") is None)
     for seed in seeds:
@@ -88,10 +88,10 @@ def embedding_image(
             models: dict[str, Classifier] = {"original": load_checkpoint(original)[0]}
             for method in available:
                 models[method] = load_checkpoint(cells / method / CHECKPOINT_FILE)[0]
-            features = {name: extract_features(model, images) for name, model in models.items()}
             perplexity = min(30.0, (chosen.numel() - 1) / 3)
-            projections = project_features(features, seed=seed, perplexity=perplexity)
-            figure = embedding_projection_figure(projections, labels, is_forget)
+            figure = model_embedding_figure(
+                models, images, labels, is_forget, seed=seed, perplexity=perplexity
+            )
             caption = f"{CAPTION} Seed {seed}, request {label}."
             return Image("embedding_projection", TITLE, caption, figure_png(figure)), ""
     return None, (

@@ -23,6 +23,7 @@ from conun.viz.embeddings import (
     embedding_projection,
     embedding_projection_figure,
     extract_features,
+    model_embedding_figure,
     project_features,
 )
 from conun.viz.figure import FigurePaths, method_colours, new_figure, save_figure
@@ -49,6 +50,7 @@ __all__ = [
     "forgetting_curve_figure",
     "history_series",
     "method_colours",
+    "model_embedding_figure",
     "new_figure",
     "project_features",
     "read_results",

@@ -223,6 +223,49 @@ def embedding_projection_figure(
     return figure
 
 
+def model_embedding_figure(
+    models: Mapping[str, Classifier],
+    images: Tensor,
+    labels: Tensor | NDArray[np.integer],
+    is_forget: Tensor | NDArray[np.bool_],
+    *,
+    seed: int,
+    perplexity: float = 30.0,
+    normalize: bool = True,
+    batch_size: int = 256,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """t-SNE of each model's features of the same samples, one panel per model.
+
+    t-SNE is quadratic-ish in N: pass a sample of a few thousand at most (the paper's figure
+    shows the forget set and a retain sample of similar size).
+
+    Args:
+        models: ``{panel title: loaded model}`` in panel order, e.g. ``{"before": original,
+            "contrastive": ..., "retrain": ...}``; each exposes ``features(x) -> (N, D)``.
+        images: ``(N, C, H, W)`` normalised images, the same for every model.
+        labels: ``(N,)`` class indices.
+        is_forget: ``(N,)`` booleans, ``True`` for forget samples (at least one).
+        seed: t-SNE seed; the same inputs and seed give the same figure.
+        perplexity: t-SNE perplexity, below N.
+        normalize: L2-normalise the features before t-SNE (see :func:`project_features`).
+        batch_size: images per forward pass.
+        class_names: names for the class legend.
+
+    Returns:
+        The figure.
+    """
+    if not models:
+        raise ValueError("no models given: pass {panel title: model}")
+    _check_samples(labels, is_forget, n=int(images.shape[0]))
+    features = {
+        name: extract_features(model, images, batch_size=batch_size)
+        for name, model in models.items()
+    }
+    projections = project_features(features, seed=seed, perplexity=perplexity, normalize=normalize)
+    return embedding_projection_figure(projections, labels, is_forget, class_names=class_names)
+
+
 def embedding_projection(
     models: Mapping[str, Classifier],
     images: Tensor,
@@ -236,36 +279,22 @@ def embedding_projection(
     batch_size: int = 256,
     class_names: Sequence[str] | None = None,
 ) -> FigurePaths:
-    """t-SNE of each model's features of the same samples; write PNG and PDF.
-
-    t-SNE is quadratic-ish in N: pass a sample of a few thousand at most (the paper's figure
-    shows the forget set and a retain sample of similar size).
-
-    Args:
-        models: ``{panel title: loaded model}`` in panel order, e.g. ``{"before": original,
-            "contrastive": ..., "retrain": ...}``; each exposes ``features(x) -> (N, D)``.
-        images: ``(N, C, H, W)`` normalised images, the same for every model.
-        labels: ``(N,)`` class indices.
-        is_forget: ``(N,)`` booleans, ``True`` for forget samples (at least one).
-        out_stem: destination path without extension.
-        seed: t-SNE seed; the same inputs and seed give the same figure.
-        perplexity: t-SNE perplexity, below N.
-        normalize: L2-normalise the features before t-SNE (see :func:`project_features`).
-        batch_size: images per forward pass.
-        class_names: names for the class legend.
+    """:func:`model_embedding_figure`, written as ``<out_stem>.png`` and ``.pdf``.
 
     Returns:
         The paths written.
     """
-    if not models:
-        raise ValueError("no models given: pass {panel title: model}")
-    _check_samples(labels, is_forget, n=int(images.shape[0]))
-    features = {
-        name: extract_features(model, images, batch_size=batch_size)
-        for name, model in models.items()
-    }
-    projections = project_features(features, seed=seed, perplexity=perplexity, normalize=normalize)
-    figure = embedding_projection_figure(projections, labels, is_forget, class_names=class_names)
+    figure = model_embedding_figure(
+        models,
+        images,
+        labels,
+        is_forget,
+        seed=seed,
+        perplexity=perplexity,
+        normalize=normalize,
+        batch_size=batch_size,
+        class_names=class_names,
+    )
     return save_figure(figure, out_stem)
 
 
