@@ -24,11 +24,13 @@ from conun.methods.lcodec import (
     foci,
     gather_selected,
     gaussian_mechanism_std,
+    hessian_vector_product,
     newton_removal_step,
     removed_gradient_sum,
     scatter_selected,
     selected_blocks,
     selected_hessian,
+    solve_damped_minres,
     unit_layers,
     write_selected_,
 )
@@ -161,6 +163,38 @@ def test_restricted_hessian_and_gradient_match_autograd() -> None:
     torch.testing.assert_close(removed_gradient_sum(model, blocks, images, labels), gradient)
 
 
+def test_matrix_free_minres_step_equals_the_formed_hessians_step() -> None:
+    """The default solver (MINRES on Hessian-vector products) against the formed Hessian, on a
+    selection across three layers of a network with a tanh: an indefinite system."""
+    model = small_network()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(40, 1, 4, 4, generator=generator)
+    labels = torch.randint(0, 3, (40,), generator=generator)
+    blocks = selected_blocks(model, unit_layers(model), [9, 1, 4])
+    batches = [(images[:16], labels[:16]), (images[16:], labels[16:])]
+    hessian = selected_hessian(model, blocks, iter(batches), tangent_chunk=7) / 40
+    assert float(torch.linalg.eigvalsh(hessian.double()).min()) < -0.01  # indefinite
+    product = hessian_vector_product(model, blocks, batches)
+    vector = torch.randn(hessian.shape[0], generator=generator)
+    torch.testing.assert_close(product(vector) / 40, hessian @ vector, atol=1e-5, rtol=1e-4)
+
+    theta = gather_selected({name: p.detach() for name, p in model.named_parameters()}, blocks)
+    gradient_sum = removed_gradient_sum(model, blocks, images[:3], labels[:3])
+    formed = newton_removal_step(theta, gradient_sum, hessian, remaining=37, damping=0.01)
+    solved = solve_damped_minres(
+        lambda v: product(v) / 40, gradient_sum, damping=0.01, rtol=1e-8, max_iterations=500
+    )
+    assert solved.converged and solved.iterations <= 3 * theta.numel()
+    step = (formed - theta).double()
+    error = (solved.solution / 37 - step).norm() / step.norm()
+    assert float(error) < 1e-4
+    # An iteration budget too small to converge is reported, not hidden.
+    short = solve_damped_minres(
+        lambda v: product(v) / 40, gradient_sum, damping=0.01, rtol=1e-8, max_iterations=2
+    )
+    assert not short.converged and short.iterations <= 3
+
+
 def test_writing_selected_rows_leaves_every_other_weight_bit_identical() -> None:
     model = small_network()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -213,7 +247,7 @@ def test_too_large_a_selection_is_an_error_naming_the_option(
             trained,
             ForgetSpec(fraction=0.05),
             "lcodec",
-            options={**FAST, "max_selected_params": 5},
+            options={**FAST, "solver": "matrix", "max_selected_params": 5},
         )
 
 
@@ -231,6 +265,11 @@ def test_sample_unlearning_on_digits_removes_every_sample_and_keeps_utility(
     assert sum(r["removed"] for r in removals) == split.forget.numel()
     assert len(removals) == -(-split.forget.numel() // 64)
     assert all(0 < r["selected_params"] <= 8192 and r["step_norm"] > 0 for r in removals)
+    # The default matrix-free solve converged, in far fewer products than forming H would take.
+    assert all(r["solver_converged"] == 1.0 for r in removals)
+    assert sum(r["solver_iterations"] for r in removals) < sum(
+        r["selected_params"] for r in removals
+    )
     # A Newton step on a few units: utility stays where it was.
     assert record.metrics["test_acc"] >= original["test_acc"] - 0.03
     assert record.metrics["retain_train_acc"] >= original["retain_train_acc"] - 0.03
