@@ -67,10 +67,15 @@ def contrastive_unlearning_loss(
     other_count = other_class.sum(dim=1)
     pull = -(similarity * other_class).sum(dim=1) / other_count.clamp(min=1)
 
+    has_same = same_class.any(dim=1)
+    if not bool(has_same.any()):
+        # No anchor has a same-class reference (always so in class unlearning): the push term
+        # is zero for every row, so the loss is the pull term alone, bit for bit, without the
+        # dozen tensor ops of the masked log-sum-exp on every step.
+        return pull.mean()
     # Push: log-sum-exp over the same class's retain samples. Rows with an empty P(i) are
     # filled with zeros *before* the log-sum-exp: a row of -inf would give NaN gradients even
     # when torch.where later discards it.
-    has_same = same_class.any(dim=1)
     same_logits = similarity.masked_fill(~same_class, float("-inf"))
     same_logits = torch.where(has_same[:, None], same_logits, torch.zeros_like(same_logits))
     push = torch.where(has_same, torch.logsumexp(same_logits, dim=1), torch.zeros_like(pull))
