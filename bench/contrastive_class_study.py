@@ -1,0 +1,218 @@
+"""Class-scenario study of contrastive unlearning's settings, on the validation split only.
+
+For each seed: the original small_cnn of the fashion-mnist preset (trained here, or reused from
+``--runs``), the retrained model of each forgotten class (once, cached in ``--runs``), then
+contrastive unlearning under each setting of ``SETTINGS``. Every number is measured on the
+validation split carved from train before the original was trained (never on the test set):
+"val retain" is the accuracy on the validation samples of the classes that stay, "gap" is
+retrain's val retain minus the setting's (issue #3 asks for <= 1 point on the test set).
+
+    python bench/contrastive_class_study.py --seeds 0 1 2 --out bench/results/contrastive-class-study/screen.md \
+        --settings default "lambda_ul 1" "lambda_ul 1.5" "retain batch 128" "lambda_ce 4" "omega 3" \
+        "BN frozen" "lambda_ul 1, BN frozen" "lambda_ul 1, lambda_ce 4" "lambda_ul 1, omega 3" \
+        "lambda_ul 0.5" "lambda_ul 1, lambda_ce 6" "lambda_ul 1, lambda_ce 4, omega 3" \
+        "lambda_ul 1, lambda_ce 8" "lambda_ul 1, lambda_ce 4, lr 2e-3"
+    python bench/contrastive_class_study.py --seeds 0 1 2 --unlearn-seed-offsets 0 100 200 \
+        --settings default "lambda_ul 1" "lambda_ul 1.5" "lambda_ce 4" "lambda_ul 1, lambda_ce 4" \
+        "lambda_ul 1, lambda_ce 6" "lambda_ul 1, lambda_ce 4, forget batch 128, retain batch 64" \
+        "lambda_ul 1, lambda_ce 4, forget batch 96, retain batch 64" \
+        --out bench/results/contrastive-class-study/confirm.md
+
+Every measured run is kept in ``--runs``/measured.json (and copied beside ``--out``): a rerun
+reads them back instead of running them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.data.arrays import DatasetBundle
+from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from conun.engine.runs import ForgetSpec, load_training_data, run_method, train_original
+from conun.evaluation.accuracy import predict
+from conun.methods.base import get_method
+from conun.models.base import Classifier
+
+# name -> a config layer over conun's generic class preset (lr 1e-3, batch 64) and the method's
+# class defaults (detach_retain, lambda_ul 3, lambda_ce 2): "options" for the method, other keys
+# (optimizer) for the unlearning config.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "lambda_ul 1": {"options": {"lambda_ul": 1.0}},
+    "lambda_ul 1.5": {"options": {"lambda_ul": 1.5}},
+    "retain batch 128": {"options": {"retain_batch_size": 128}},
+    "lambda_ce 4": {"options": {"lambda_ce": 4.0}},
+    "omega 3": {"options": {"omega": 3}},
+    "BN frozen": {"options": {"freeze_bn_stats": True}},
+    "lambda_ul 1, BN frozen": {"options": {"lambda_ul": 1.0, "freeze_bn_stats": True}},
+    "lambda_ul 1, lambda_ce 4": {"options": {"lambda_ul": 1.0, "lambda_ce": 4.0}},
+    "lambda_ul 1, omega 3": {"options": {"lambda_ul": 1.0, "omega": 3}},
+    "lambda_ul 0.5": {"options": {"lambda_ul": 0.5}},
+    "lambda_ul 1, lambda_ce 6": {"options": {"lambda_ul": 1.0, "lambda_ce": 6.0}},
+    "lambda_ul 1, lambda_ce 4, omega 3": {
+        "options": {"lambda_ul": 1.0, "lambda_ce": 4.0, "omega": 3}
+    },
+    "lambda_ul 1, lambda_ce 8": {"options": {"lambda_ul": 1.0, "lambda_ce": 8.0}},
+    "lambda_ul 1, lambda_ce 4, forget batch 128, retain batch 64": {
+        "options": {"lambda_ul": 1.0, "lambda_ce": 4.0, "retain_batch_size": 64},
+        "batch_size": 128,
+    },
+    "lambda_ul 1, lambda_ce 4, forget batch 96, retain batch 64": {
+        "options": {"lambda_ul": 1.0, "lambda_ce": 4.0, "retain_batch_size": 64},
+        "batch_size": 96,
+    },
+    "lambda_ul 1, lambda_ce 4, lr 2e-3": {
+        "options": {"lambda_ul": 1.0, "lambda_ce": 4.0},
+        "optimizer": {"name": "sgd", "lr": 2.0e-3, "momentum": 0.9, "weight_decay": 0.0},
+    },
+}
+CLASSES = (0, 5)
+
+
+def validation_accuracy(
+    model: Classifier, data: DatasetBundle, validation: torch.Tensor, forget_class: int
+) -> tuple[float, float]:
+    """(accuracy on the validation samples of the other classes, on those of the forget class)."""
+    labels = data.train.labels[validation]
+    predicted = predict(model, data.train.images[validation])
+    stays = labels != forget_class
+    return (
+        float((predicted[stays] == labels[stays]).float().mean()),
+        float((predicted[~stays] == labels[~stays]).float().mean()),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--unlearn-seed-offsets",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="unlearning seeds (batch order) = the original's seed + each offset; the table "
+        "averages over them",
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs/contrastive-class-study"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/contrastive-class-study/screen.md")
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    measured: dict[str, dict[str, Any]] = {}
+    ran = 0
+    cache = args.runs / "measured.json"
+    if cache.exists():
+        measured = json.loads(cache.read_text())
+
+    for seed in args.seeds:
+        train_config = build_config(
+            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
+        )
+        original_dir = args.runs / f"seed{seed}" / "original"
+        if not (original_dir / CHECKPOINT_FILE).exists():
+            train_original(train_config, original_dir, quiet=True, force=True)
+        original, meta = load_checkpoint(original_dir)
+        data = load_training_data(train_config)
+        validation = torch.tensor(meta.validation, dtype=torch.long)
+        for forget_class in CLASSES:
+            spec = ForgetSpec(classes=(forget_class,))
+            runs = [("retrain", 0)] + [
+                (n, o) for n in args.settings for o in args.unlearn_seed_offsets
+            ]
+            for name, offset in runs:
+                key = f"seed{seed}/class{forget_class}/{name}" + (f" @+{offset}" if offset else "")
+                if key in measured:
+                    continue
+                layers: list[dict[str, Any]] = [{"seed": seed + offset}]
+                if name != "retrain":
+                    layers.append(SETTINGS[name])
+                method_name = "retrain" if name == "retrain" else "contrastive"
+                # Over conun's generic class preset and defaults (lambda_ul 3, lambda_ce 2), not
+                # the fashion-mnist layer: that layer is what this study chose.
+                config = build_unlearn_config(method_name, "class", layers)
+                split = spec.resolve(data, validation, seed)
+                method = get_method(method_name).for_scenario("class", config.options)
+                model, record = run_method(
+                    method,
+                    original,
+                    data,
+                    split,
+                    config,
+                    train_config=train_config,
+                    original_seconds=meta.seconds,
+                    quiet=True,
+                )
+                if name == "retrain":
+                    save_checkpoint(args.runs / key, model, meta)
+                val_retain, val_forget = validation_accuracy(model, data, validation, forget_class)
+                measured[key] = {
+                    "val_retain": val_retain,
+                    "val_forget": val_forget,
+                    "forget_train": record.metrics["forget_train_acc"],
+                    "seconds": record.seconds,
+                    "forget_batches": record.forget_batches,
+                }
+                ran += 1
+                print(key, measured[key], flush=True)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(measured, indent=1))
+
+    lines = [
+        "# Contrastive unlearning, class scenario: settings vs retraining (validation split)",
+        "",
+        f"Command: `python bench/contrastive_class_study.py --seeds {' '.join(map(str, args.seeds))}"
+        f" --unlearn-seed-offsets {' '.join(map(str, args.unlearn_seed_offsets))}"
+        f" --settings {' '.join(repr(s) for s in args.settings)}`"
+        f" (2 CPU cores; {ran} runs made by this invocation in"
+        f" {(time.perf_counter() - started) / 60:.1f} min, the others read back from measured.json).",
+        "Fashion-MNIST, small_cnn, originals of the fashion-mnist preset. All accuracies on the",
+        "validation split (never the test set), in %. gap = retrain's val retain minus the",
+        "setting's; each cell is the mean over the unlearning seeds (the original's seed + each",
+        "offset: another batch order), forget = forget train accuracy; max gap is over every run;",
+        "x retrain = seconds / retrain's seconds.",
+        "",
+        "| setting | "
+        + " | ".join(f"s{s} c{c}: gap, forget" for s in args.seeds for c in CLASSES)
+        + " | mean gap | max gap | mean x retrain |",
+        "|---|" + "---|" * (len(args.seeds) * len(CLASSES) + 3),
+    ]
+    for name in args.settings:
+        cells, gaps, ratios = [], [], []
+        for seed in args.seeds:
+            for forget_class in CLASSES:
+                base = f"seed{seed}/class{forget_class}"
+                retrain = measured[f"{base}/retrain"]
+                rows = [
+                    measured[f"{base}/{name}" + (f" @+{offset}" if offset else "")]
+                    for offset in args.unlearn_seed_offsets
+                ]
+                cell_gaps = [100 * (retrain["val_retain"] - row["val_retain"]) for row in rows]
+                gaps.extend(cell_gaps)
+                ratios.extend(row["seconds"] / retrain["seconds"] for row in rows)
+                forget = statistics.mean(100 * row["forget_train"] for row in rows)
+                cells.append(f"{statistics.mean(cell_gaps):.2f}, {forget:.2f}")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {statistics.mean(gaps):.2f} | {max(gaps):.2f} | {statistics.mean(ratios):.3f} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    (args.out.parent / "measured.json").write_text(json.dumps(measured, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
