@@ -19,6 +19,7 @@ from conun.evaluation.results import RunRecord
 from conun.methods import get_method
 from conun.methods.base import UnsupportedScenarioError
 from conun.methods.lcodec import (
+    LCodecOptions,
     SelectionTooLargeError,
     codec,
     foci,
@@ -26,6 +27,7 @@ from conun.methods.lcodec import (
     gaussian_mechanism_std,
     hessian_vector_product,
     newton_removal_step,
+    newton_update,
     removed_gradient_sum,
     scatter_selected,
     selected_blocks,
@@ -193,6 +195,28 @@ def test_matrix_free_minres_step_equals_the_formed_hessians_step() -> None:
         lambda v: product(v) / 40, gradient_sum, damping=0.01, rtol=1e-8, max_iterations=2
     )
     assert not short.converged and short.iterations <= 3
+
+
+def test_both_solvers_give_the_same_removal_step() -> None:
+    """newton_update with solver matrix and solver minres: the same updated parameters."""
+    model = small_network()
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(30, 1, 4, 4, generator=generator)
+    labels = torch.randint(0, 3, (30,), generator=generator)
+    blocks = selected_blocks(model, unit_layers(model), [0, 9])  # conv filter 0, head unit 1
+    theta = gather_selected({name: p.detach() for name, p in model.named_parameters()}, blocks)
+    gradient_sum = removed_gradient_sum(model, blocks, images[:4], labels[:4])
+    batches = [(images[4:20], labels[4:20]), (images[20:], labels[20:])]
+    steps = {}
+    for solver in ("matrix", "minres"):
+        options = LCodecOptions(solver=solver, solver_rtol=1e-8, tangent_chunk=5)
+        updated, record = newton_update(
+            model, blocks, theta, gradient_sum, batches, remaining=26, options=options
+        )
+        steps[solver] = (updated - theta).double()
+        assert ("solver_iterations" in record) == (solver == "minres")
+    error = (steps["minres"] - steps["matrix"]).norm() / steps["matrix"].norm()
+    assert float(steps["matrix"].norm()) > 0 and float(error) < 1e-4
 
 
 def test_writing_selected_rows_leaves_every_other_weight_bit_identical() -> None:

@@ -780,56 +780,16 @@ class LCodec(UnlearningMethod):
             theta = gather_selected(parameters, blocks)
 
             gradient_sum = removed_gradient_sum(model, blocks, images, labels)
-            chunks = curvature.split(options.hessian_batch_size)
-            solver: dict[str, float] = {}
-            if options.solver == "matrix":
-                hessian = (
-                    selected_hessian(
-                        model,
-                        blocks,
-                        (load(chunk) for chunk in chunks),
-                        tangent_chunk=options.tangent_chunk,
-                    )
-                    / curvature.numel()
-                )
-                updated = newton_removal_step(
-                    theta,
-                    gradient_sum,
-                    hessian,
-                    remaining=remaining.numel(),
-                    damping=options.l2_reg,
-                )
-            else:
-                summed = hessian_vector_product(model, blocks, [load(chunk) for chunk in chunks])
-
-                def mean_product(
-                    vector: Tensor,
-                    summed: Callable[[Tensor], Tensor] = summed,
-                    count: int = curvature.numel(),
-                ) -> Tensor:
-                    return summed(vector) / count
-
-                solved = solve_damped_minres(
-                    mean_product,
-                    gradient_sum,
-                    damping=options.l2_reg,
-                    rtol=options.solver_rtol,
-                    max_iterations=options.solver_max_iterations,
-                )
-                if not solved.converged:
-                    logger.warning(
-                        "lcodec: MINRES did not reach rtol %g in %d Hessian-vector products; "
-                        "the step uses its last iterate (raise solver_max_iterations, or use "
-                        "solver: matrix)",
-                        options.solver_rtol,
-                        solved.iterations,
-                    )
-                direction = solved.solution.to(theta.device) / remaining.numel()
-                updated = theta + direction.to(theta.dtype)
-                solver = {
-                    "solver_iterations": float(solved.iterations),
-                    "solver_converged": float(solved.converged),
-                }
+            batches = [load(chunk) for chunk in curvature.split(options.hessian_batch_size)]
+            updated, solver = newton_update(
+                model,
+                blocks,
+                theta,
+                gradient_sum,
+                batches,
+                remaining=remaining.numel(),
+                options=options,
+            )
             std = 0.0
             if options.noise:
                 std = gaussian_mechanism_std(
@@ -863,6 +823,62 @@ class LCodec(UnlearningMethod):
             seconds,
         )
         return MethodOutcome(model=model, seconds=seconds, extra={"removals": removals})
+
+
+def newton_update(
+    model: nn.Module,
+    blocks: list[ParameterBlock],
+    theta: Tensor,
+    gradient_sum: Tensor,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    *,
+    remaining: int,
+    options: LCodecOptions,
+) -> tuple[Tensor, dict[str, float]]:
+    """Sekhari's removal step on the selected parameters, with the Hessian of the mean loss over
+    ``batches`` (the curvature samples) and the solver ``options.solver`` names.
+
+    Args:
+        model: the classifier, in eval mode.
+        blocks: the selected parameter slices; ``theta`` ``(P,)`` their current values.
+        gradient_sum: ``(P,)`` the removed samples' summed loss gradient.
+        batches: ``(images, labels)`` of the curvature samples, on the model's device.
+        remaining: ``n - m``, the samples that remain after this removal.
+        options: the method's options (solver, damping ``l2_reg``, tolerances).
+
+    Returns:
+        The updated ``theta`` ``(P,)`` and, for ``minres``, its iterations and convergence.
+    """
+    count = sum(int(labels.numel()) for _, labels in batches)
+    if options.solver == "matrix":
+        hessian = (
+            selected_hessian(model, blocks, iter(batches), tangent_chunk=options.tangent_chunk)
+            / count
+        )
+        step = newton_removal_step(
+            theta, gradient_sum, hessian, remaining=remaining, damping=options.l2_reg
+        )
+        return step, {}
+    summed = hessian_vector_product(model, blocks, batches)
+    solved = solve_damped_minres(
+        lambda vector: summed(vector) / count,
+        gradient_sum,
+        damping=options.l2_reg,
+        rtol=options.solver_rtol,
+        max_iterations=options.solver_max_iterations,
+    )
+    if not solved.converged:
+        logger.warning(
+            "lcodec: MINRES did not reach rtol %g in %d Hessian-vector products; the step uses "
+            "its last iterate (raise solver_max_iterations, or use solver: matrix)",
+            options.solver_rtol,
+            solved.iterations,
+        )
+    direction = solved.solution.to(theta.device) / remaining
+    return theta + direction.to(theta.dtype), {
+        "solver_iterations": float(solved.iterations),
+        "solver_converged": float(solved.converged),
+    }
 
 
 @torch.no_grad()
