@@ -111,7 +111,9 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
 
     started = time.perf_counter()
     method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
-    optimiser = make_optimizer(method.trainable_parameters(model), config.optimizer)
+    # Fixed once prepare() has run: built once, not on each of the run's steps.
+    trainable = method.trainable_parameters(model)
+    optimiser = make_optimizer(trainable, config.optimizer)
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None
     position = 0
@@ -210,7 +212,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                     terms.total,
                     optimiser,
                     model,
-                    parameters=method.trainable_parameters(model),
+                    parameters=trainable,
                     failure=f"{method.name}: loss is {{loss}} at batch {batches + 1} "
                     f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
                     "or check the inputs",
