@@ -33,10 +33,11 @@ from typing import Any
 
 import torch
 
+from conun.bench.grid import prepare_original
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 from conun.data.arrays import DatasetBundle
-from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from conun.engine.runs import ForgetSpec, load_training_data, run_method, train_original
+from conun.engine.checkpoint import save_checkpoint
+from conun.engine.runs import ForgetSpec, run_method
 from conun.evaluation.accuracy import predict
 from conun.methods.base import get_method
 from conun.models.base import Classifier
@@ -120,11 +121,9 @@ def main() -> None:
         train_config = build_config(
             TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
         )
-        original_dir = args.runs / f"seed{seed}" / "original"
-        if not (original_dir / CHECKPOINT_FILE).exists():
-            train_original(train_config, original_dir, quiet=True, force=True)
-        original, meta = load_checkpoint(original_dir)
-        data = load_training_data(train_config)
+        original, meta, data = prepare_original(
+            train_config, args.runs / f"seed{seed}" / "original", quiet=True
+        )
         validation = torch.tensor(meta.validation, dtype=torch.long)
         for forget_class in CLASSES:
             spec = ForgetSpec(classes=(forget_class,))

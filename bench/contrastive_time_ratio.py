@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from conun.bench.grid import prepare_original
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
-from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from conun.engine.runs import ForgetSpec, load_training_data, run_method, train_original
+from conun.engine.runs import ForgetSpec, run_method
 from conun.methods.base import get_method
 from conun.reproducibility import versions
 
@@ -48,11 +48,9 @@ def main() -> None:
         train_config = build_config(
             TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
         )
-        original_dir = args.runs / f"seed{seed}" / "original"
-        if not (original_dir / CHECKPOINT_FILE).exists():
-            train_original(train_config, original_dir, quiet=True, force=True)
-        original, meta = load_checkpoint(original_dir)
-        data = load_training_data(train_config)
+        original, meta, data = prepare_original(
+            train_config, args.runs / f"seed{seed}" / "original", quiet=True
+        )
         validation = torch.tensor(meta.validation, dtype=torch.long)
         for name, spec in REQUESTS.items():
             split = spec.resolve(data, validation, seed)
