@@ -21,8 +21,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests experiments
+	$(BIN)/ruff format --check src tests experiments
 
 typecheck: install
 	$(BIN)/mypy

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool) -> nn.Module:
     """Move ``model`` to ``device``, in channels_last format if asked (measured ~1.7x faster for
-    a small CNN on this project's 2-core CPU; see bench/)."""
+    a small CNN on this project's 2-core CPU; see experiments/)."""
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

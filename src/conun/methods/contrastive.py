@@ -56,7 +56,7 @@ class ContrastiveUnlearning(LoopMethod):
     Options: ClassVar[type[StrictModel]] = ContrastiveOptions
     # conun's defaults differ from the authors' in two places, chosen on the validation split
     # carved from train (never the test set) of Fashion-MNIST / small_cnn, and checked on digits
-    # (bench/results/contrastive-study.md has the grid):
+    # (experiments/results/contrastive-study.md has the grid):
     # - detach_retain: with L_UL also moving the retain embeddings, unlearning dragged the
     #   retained representation along: -0.9 to -1.5 points of validation accuracy on the class
     #   scenario, and class forgetting on digits stalled at lr 1e-3 for 20 passes;

@@ -20,7 +20,7 @@ With ``--write-presets`` the winners are written to
 preset, so they change only the tuned value), and every candidate is listed in
 ``<out>/tuning.md``.
 
-    python bench/tune_baselines.py --seed 0 --write-presets
+    python experiments/tune_baselines.py --seed 0 --write-presets
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-fashion-mnist"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion-mnist-baselines"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-baselines"))
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--scenarios", nargs="+", default=list(REQUESTS), choices=list(REQUESTS))
     parser.add_argument("--write-presets", action="store_true")
@@ -239,7 +239,7 @@ def write_preset(method: str, scenario: str, layer: dict[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# {', '.join(f'{k}: {v}' for k, v in layer.items())} chosen on the validation split "
-        "(bench/tune_baselines.py; grid in bench/results/fashion-mnist-baselines/tuning.md)\n"
+        "(experiments/tune_baselines.py; grid in experiments/results/fashion-mnist-baselines/tuning.md)\n"
     )
     target.write_text(header + yaml.safe_dump(layer, default_flow_style=None, sort_keys=True))
 
@@ -248,13 +248,13 @@ def write_markdown(out: Path, log: dict[str, Any], seconds: float) -> None:
     lines = [
         "# Baseline hyperparameters chosen on the validation split — Fashion-MNIST, small_cnn",
         "",
-        "Command: `python bench/tune_baselines.py --seed 0 --write-presets` (after `conun train",
+        "Command: `python experiments/tune_baselines.py --seed 0 --write-presets` (after `conun train",
         "--dataset fashion-mnist --seed 0 --out runs/bench-fashion-mnist/seed0/original`). The log was made",
         "in three invocations: that one with the fixed 3-point grids, `--methods neggrad --redo`",
         "(its lower grid), then `--extend` (grids whose winner sat at an edge widened by 3x, at",
         f"most twice); a fresh run does all of it at once. Last invocation: {seconds / 60:.1f} min.",
         "Seconds are indicative only: other jobs shared the 2 cores during parts of the run.",
-        "The test set is never used. Rule (bench/tune_baselines.py): class — among candidates that",
+        "The test set is never used. Rule (experiments/tune_baselines.py): class — among candidates that",
         "bring the forgotten class's validation accuracy to <= 10%, the highest validation accuracy on",
         "the other classes; sample — the lowest |forget acc - val acc| + val acc lost vs the original.",
         "Accuracies in %; the chosen row is marked.",

@@ -7,8 +7,8 @@ attacks (a)-(c) and the distances to retrain come from the audited cells of
 random halves, each unlearned by the method on the targets it saw) for ``--ulira-seeds`` and
 writes the combined table.
 
-    conun bench fashion-mnist --seeds 0 --out bench/results/fashion-mnist
-    python bench/privacy_fashion_mnist.py --bench bench/results/fashion-mnist --ulira-seeds 0 --shadows 8
+    conun bench fashion-mnist --seeds 0 --out experiments/results/fashion-mnist
+    python experiments/privacy_fashion_mnist.py --bench experiments/results/fashion-mnist --ulira-seeds 0 --shadows 8
 
 U-LiRA's trained shadows are cached in ``runs/ulira-cache`` (shared by the methods).
 """
@@ -76,13 +76,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bench", type=Path, default=Path("bench/results/fashion-mnist"))
+    parser.add_argument("--bench", type=Path, default=Path("experiments/results/fashion-mnist"))
     parser.add_argument("--ulira-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--shadows", type=int, default=8, help="U-LiRA's K")
     parser.add_argument("--targets", type=int, default=100, help="U-LiRA's target examples")
     parser.add_argument("--jobs", type=int, default=2, help="shadow worker processes")
     parser.add_argument("--cache", type=Path, default=Path("runs/ulira-cache"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion-mnist-privacy"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-privacy"))
     parser.add_argument(
         "--reuse-ulira",
         action="store_true",
@@ -125,7 +125,7 @@ def write_readme(
 ) -> None:
     meanings = {**ACCURACY_MEANINGS, **AUDIT_COLUMNS, **DISTANCE_COLUMNS}
     command = (
-        f"python bench/privacy_fashion_mnist.py --bench {args.bench} "
+        f"python experiments/privacy_fashion_mnist.py --bench {args.bench} "
         f"--ulira-seeds {' '.join(map(str, args.ulira_seeds))} --shadows {args.shadows} "
         f"--targets {args.targets}"
     )

@@ -7,16 +7,16 @@ validation split carved from train before the original was trained (never on the
 "val retain" is the accuracy on the validation samples of the classes that stay, "gap" is
 retrain's val retain minus the setting's (issue #3 asks for <= 1 point on the test set).
 
-    python bench/contrastive_class_study.py --seeds 0 1 2 --out bench/results/contrastive-class-study/screen.md \
+    python experiments/contrastive_class_study.py --seeds 0 1 2 --out experiments/results/contrastive-class-study/screen.md \
         --settings default "lambda_ul 1" "lambda_ul 1.5" "retain batch 128" "lambda_ce 4" "omega 3" \
         "BN frozen" "lambda_ul 1, BN frozen" "lambda_ul 1, lambda_ce 4" "lambda_ul 1, omega 3" \
         "lambda_ul 0.5" "lambda_ul 1, lambda_ce 6" "lambda_ul 1, lambda_ce 4, omega 3" \
         "lambda_ul 1, lambda_ce 8" "lambda_ul 1, lambda_ce 4, lr 2e-3"
-    python bench/contrastive_class_study.py --seeds 0 1 2 --unlearn-seed-offsets 0 100 200 \
+    python experiments/contrastive_class_study.py --seeds 0 1 2 --unlearn-seed-offsets 0 100 200 \
         --settings default "lambda_ul 1" "lambda_ul 1.5" "lambda_ce 4" "lambda_ul 1, lambda_ce 4" \
         "lambda_ul 1, lambda_ce 6" "lambda_ul 1, lambda_ce 4, forget batch 128, retain batch 64" \
         "lambda_ul 1, lambda_ce 4, forget batch 96, retain batch 64" \
-        --out bench/results/contrastive-class-study/confirm.md
+        --out experiments/results/contrastive-class-study/confirm.md
 
 Every measured run is kept in ``--runs``/measured.json (and copied beside ``--out``): a rerun
 reads them back instead of running them again.
@@ -107,7 +107,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=Path, default=Path("runs/contrastive-class-study"))
     parser.add_argument(
-        "--out", type=Path, default=Path("bench/results/contrastive-class-study/screen.md")
+        "--out", type=Path, default=Path("experiments/results/contrastive-class-study/screen.md")
     )
     args = parser.parse_args()
     started = time.perf_counter()
@@ -171,7 +171,7 @@ def main() -> None:
     lines = [
         "# Contrastive unlearning, class scenario: settings vs retraining (validation split)",
         "",
-        f"Command: `python bench/contrastive_class_study.py --seeds {' '.join(map(str, args.seeds))}"
+        f"Command: `python experiments/contrastive_class_study.py --seeds {' '.join(map(str, args.seeds))}"
         f" --unlearn-seed-offsets {' '.join(map(str, args.unlearn_seed_offsets))}"
         f" --settings {' '.join(repr(s) for s in args.settings)}`"
         f" (2 CPU cores; {ran} runs made by this invocation in"

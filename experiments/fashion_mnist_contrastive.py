@@ -5,7 +5,7 @@ augmentation, >= 99% train accuracy), then for class 0, class 5 and 500 random s
 original, retrain (the original's own recipe) and contrastive (conun's defaults) into one
 results.json per request, and summarise every check of the issue in one Markdown table.
 
-    python bench/fashion_mnist_contrastive.py --seeds 0 1 2 --out bench/results/fashion-mnist-contrastive
+    python experiments/fashion_mnist_contrastive.py --seeds 0 1 2 --out experiments/results/fashion-mnist-contrastive
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion-mnist-contrastive"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-contrastive"))
     parser.add_argument(
         "--runs",
         type=Path,
@@ -108,10 +108,10 @@ def main() -> None:
     lines = [
         "# Contrastive unlearning vs retraining — Fashion-MNIST, small_cnn",
         "",
-        "Command: `python bench/fashion_mnist_contrastive.py --seeds 0 1 2` (all requests); the class rows were",
+        "Command: `python experiments/fashion_mnist_contrastive.py --seeds 0 1 2` (all requests); the class rows were",
         "redone with `--requests class0 class5 --reuse-originals` after the Fashion-MNIST class layer",
         "(`configs/unlearn/fashion-mnist/contrastive-class.yaml`: lambda_ul 1, lambda_ce 4) was chosen on the",
-        "validation split (`bench/results/contrastive-study.md`). Rows of different invocations were timed at",
+        "validation split (`experiments/results/contrastive-study.md`). Rows of different invocations were timed at",
         "different times: compare seconds within a request (each request's three runs ran back to back).",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, 2 cores, no GPU; versions {versions()}.",
         (

@@ -6,8 +6,8 @@ once and contrastive ``--repeats`` times (the same seeded run: identical weights
 clock differs), interleaved, on one original, and reports the median contrastive time over
 retrain's, per request and overall.
 
-    python bench/contrastive_time_ratio.py --seeds 0 1 2 --repeats 3 \\
-        --out bench/results/contrastive-time-ratio.md
+    python experiments/contrastive_time_ratio.py --seeds 0 1 2 --repeats 3 \\
+        --out experiments/results/contrastive-time-ratio.md
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", type=Path, default=Path("runs/contrastive-time-ratio"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/contrastive-time-ratio.md"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/contrastive-time-ratio.md"))
     args = parser.parse_args()
     started = time.perf_counter()
     rows: list[tuple[int, str, float, list[float]]] = []
@@ -80,7 +80,7 @@ def main() -> None:
     lines = [
         "# Contrastive vs retrain time, with repeats (issue #3: <= 1/15 = 0.067)",
         "",
-        f"Command: `python bench/contrastive_time_ratio.py --seeds {' '.join(map(str, args.seeds))}"
+        f"Command: `python experiments/contrastive_time_ratio.py --seeds {' '.join(map(str, args.seeds))}"
         f" --repeats {args.repeats}` ({(time.perf_counter() - started) / 60:.1f} min).",
         f"Machine: {platform.machine()}, 2 cores, no GPU, nothing else running; versions {versions()}.",
         "Fashion-MNIST small_cnn originals of the fashion-mnist preset; each method with its shipped",

@@ -4,7 +4,7 @@ Both steps see the same total batch (forget + retain images), run forward + back
 step on the same model, and are timed alternately over several rounds; the script reports the
 median images/s of each and their ratio (issue: contrastive >= 90% of cross-entropy).
 
-    python bench/step_throughput.py --model small_cnn --input 1x28x28 --forget 128 --retain 128
+    python experiments/step_throughput.py --model small_cnn --input 1x28x28 --forget 128 --retain 128
 
 Writes a JSON record with the machine, settings and numbers when --out is given.
 """
@@ -86,7 +86,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     ratios = [c / e for c, e in zip(rates["contrastive"], rates["cross_entropy"], strict=True)]
     record = {
-        "command": "python bench/step_throughput.py "
+        "command": "python experiments/step_throughput.py "
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
