@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", type=Path, default=Path("runs/contrastive-time-ratio"))
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/contrastive-time-ratio.md"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("experiments/results/contrastive-time-ratio.md")
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     rows: list[tuple[int, str, float, list[float]]] = []

@@ -38,7 +38,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-contrastive"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("experiments/results/fashion-mnist-contrastive")
+    )
     parser.add_argument(
         "--runs",
         type=Path,

@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=100, help="U-LiRA's target examples")
     parser.add_argument("--jobs", type=int, default=2, help="shadow worker processes")
     parser.add_argument("--cache", type=Path, default=Path("runs/ulira-cache"))
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-privacy"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("experiments/results/fashion-mnist-privacy")
+    )
     parser.add_argument(
         "--reuse-ulira",
         action="store_true",

@@ -48,7 +48,7 @@ def main() -> None:
     model = build_model(args.model, num_classes=args.classes, input_shape=shape)  # type: ignore[arg-type]
     prepare_model(model, torch.device("cpu"), channels_last=args.channels_last)
     model.train()
-    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     total = args.forget + args.retain
     images = to_device(
         torch.randn(total, *shape), torch.device("cpu"), channels_last=args.channels_last
@@ -61,15 +61,15 @@ def main() -> None:
 
     def cross_entropy_step() -> None:
         loss = F.cross_entropy(model(images), labels)
-        optimiser.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        optimizer.step()
 
     def contrastive_step() -> None:
         loss = method.loss(model, batch).total
-        optimiser.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        optimizer.step()
 
     def images_per_second(step) -> float:  # type: ignore[no-untyped-def]
         started = time.perf_counter()

@@ -148,7 +148,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-fashion-mnist"))
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/fashion-mnist-baselines"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("experiments/results/fashion-mnist-baselines")
+    )
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--scenarios", nargs="+", default=list(REQUESTS), choices=list(REQUESTS))
     parser.add_argument("--write-presets", action="store_true")

@@ -111,7 +111,7 @@ def unlearn(
         seed: seed of every random draw.
         device: "cpu", "cuda", "cuda:N" or "auto".
         batch_size: forget batch size (default: the method's, per scenario).
-        lr: learning rate of the unlearning optimiser (default 1e-3, SGD momentum 0.9).
+        lr: learning rate of the unlearning optimizer (default 1e-3, SGD momentum 0.9).
         max_passes: bound on passes over the forget set (default 20).
         stop: apply the stopping rule; False runs ``max_passes`` passes.
         quiet: no progress bar.

@@ -115,7 +115,7 @@ def _resume_options(command: F) -> F:
                 default=DEFAULT_SAVE_EVERY,
                 show_default=True,
                 metavar="STEPS",
-                help="Write OUT/resume.safetensors every this many optimiser steps (removed "
+                help="Write OUT/resume.safetensors every this many optimizer steps (removed "
                 "when the run finishes).",
             ),
             click.option(

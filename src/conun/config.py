@@ -113,7 +113,7 @@ class StoppingConfig(StrictModel):
 
 
 class UnlearnConfig(RunSettings):
-    """How a model is unlearned: the method, its options, the optimiser and the stopping rule."""
+    """How a model is unlearned: the method, its options, the optimizer and the stopping rule."""
 
     method: str = "contrastive"
     batch_size: int | None = Field(None, ge=1)

@@ -30,13 +30,13 @@ from conun.methods import get_method
 
 
 class SimulatedCrashError(Exception):
-    """Stands in for a crash: raised from inside the optimiser after a given step."""
+    """Stands in for a crash: raised from inside the optimizer after a given step."""
 
 
 @pytest.fixture
 def interrupt_after() -> Iterator[Callable[[int], None]]:
-    """``interrupt_after(k)``: optimisers raise :class:`SimulatedCrashError` after the k-th
-    step (counted over all optimisers from the call on)."""
+    """``interrupt_after(k)``: optimizers raise :class:`SimulatedCrashError` after the k-th
+    step (counted over all optimizers from the call on)."""
     handles: list[Any] = []
 
     def arm(steps: int) -> None:

@@ -16,7 +16,7 @@ from conun.models.base import Classifier
 
 
 class ExplodesAtThirdStep(ContrastiveUnlearning):
-    """Contrastive unlearning whose loss turns NaN at the third optimiser step."""
+    """Contrastive unlearning whose loss turns NaN at the third optimizer step."""
 
     steps = 0
 

@@ -163,11 +163,11 @@ def memorise(data: ArrayDataset, index: Tensor) -> Memoriser:
     torch.manual_seed(0)
     model = Memoriser()
     images, labels = data.images[index], data.labels[index]
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):
-        optimiser.zero_grad()
+        optimizer.zero_grad()
         nn.functional.cross_entropy(model(images), labels).backward()
-        optimiser.step()
+        optimizer.step()
     with torch.no_grad():
         assert bool((model(images).argmax(dim=1) == labels).all()), "did not memorise"
     return model.eval()

@@ -118,12 +118,12 @@ def test_descent_pushes_anchors_from_own_class_toward_others() -> None:
 
     own, others = retain_y == 0, retain_y != 0
     before = (mean_cosine(free.detach(), own), mean_cosine(free.detach(), others))
-    optimiser = torch.optim.SGD([free], lr=0.5)
+    optimizer = torch.optim.SGD([free], lr=0.5)
     for _ in range(20):
-        optimiser.zero_grad()
+        optimizer.zero_grad()
         loss = contrastive_unlearning_loss(F.normalize(free, dim=1), forget_y, retain_z, retain_y)
         loss.backward()
-        optimiser.step()
+        optimizer.step()
     after = (mean_cosine(free.detach(), own), mean_cosine(free.detach(), others))
     assert after[0] < before[0] - 0.2, (before, after)
     assert after[1] > before[1] + 0.2, (before, after)

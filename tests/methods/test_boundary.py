@@ -95,14 +95,14 @@ def test_the_attack_leaves_no_gradient_in_the_model_and_the_reference_stays_fixe
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
     # SGD with momentum and weight decay moves the model, never the attack's reference.
-    optimiser = torch.optim.SGD(
+    optimizer = torch.optim.SGD(
         method.trainable_parameters(model), lr=0.1, momentum=0.9, weight_decay=5e-4
     )
     model.train()
     for _ in range(3):
-        optimiser.zero_grad()
+        optimizer.zero_grad()
         method.loss(model, UnlearningBatch(images, labels, None, None)).total.backward()
-        optimiser.step()
+        optimizer.step()
     assert method.reference is not None
     assert all(torch.equal(t, original[n]) for n, t in method.reference.state_dict().items())
     assert all(p.grad is None for p in method.reference.parameters())

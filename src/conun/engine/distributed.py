@@ -1,5 +1,5 @@
 """Data parallelism under ``torchrun``: every rank holds the whole model, works on its share of
-each batch, and the gradients are averaged before every optimiser step.
+each batch, and the gradients are averaged before every optimizer step.
 
 ``torchrun --nproc_per_node N -m conun train|unlearn|evaluate ...`` runs the same command in N
 processes (on one or many nodes); nothing else changes. How the work is shared:

@@ -1,15 +1,15 @@
 """Resumable state of a training or unlearning loop: one safetensors file, never a pickle.
 
 A loop that is given a :class:`Resumable` writes ``resume.safetensors`` into its run directory
-every ``every`` optimiser steps (atomically: a kill leaves the previous state or the new one,
+every ``every`` optimizer steps (atomically: a kill leaves the previous state or the new one,
 never half of one) and removes it when the run has finished. The file holds everything the rest
 of the run depends on:
 
-- tensors: the model's state dict (``model.*``), the optimiser's per-parameter state
+- tensors: the model's state dict (``model.*``), the optimizer's per-parameter state
   (``optim.<param>.<key>``), the seeded generator and the global torch RNG (``rng.*``), and the
   loop's own index orders (``loop.*``: the current pass's batch order, the retain stream's
   permutation);
-- JSON in the header: the optimiser's hyperparameters and scalar state, the learning-rate
+- JSON in the header: the optimizer's hyperparameters and scalar state, the learning-rate
   scheduler's state, the Python and NumPy RNG states, the loop's counters and history, and the
   ``invocation`` — what the run was asked to do — which ``--resume`` compares with the command
   line so that a state is never continued under different settings.
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.safetensors"
 DEFAULT_SAVE_EVERY = 200
-"""Optimiser steps between two saves unless told otherwise (a few milliseconds per save for
+"""Optimizer steps between two saves unless told otherwise (a few milliseconds per save for
 small_cnn; tens of milliseconds for a ResNet-18)."""
 FORMAT = "conun-resume/1"
 _META_KEY = "conun-resume"
@@ -60,8 +60,8 @@ class LoopState:
         kind: ``"train"`` or ``"unlearn"``: the loop that wrote it.
         invocation: what the run was asked to do (config, request, checkpoint), as JSON.
         loop: the loop's counters, history and anything else it saved as JSON.
-        tensors: every tensor of the state (model, optimiser, RNG, index orders), by name.
-        meta: optimiser, scheduler and Python/NumPy RNG state (JSON).
+        tensors: every tensor of the state (model, optimizer, RNG, index orders), by name.
+        meta: optimizer, scheduler and Python/NumPy RNG state (JSON).
     """
 
     kind: str
@@ -81,7 +81,7 @@ class Resumable:
 
     Attributes:
         directory: the run directory; the state goes to ``directory/resume.safetensors``.
-        every: optimiser steps between two saves (>= 1).
+        every: optimizer steps between two saves (>= 1).
         kind: ``"train"`` or ``"unlearn"``.
         invocation: JSON description of the run, saved with every state.
         state: the state to continue from (None: start from the beginning).
@@ -97,21 +97,21 @@ class Resumable:
 
     def __post_init__(self) -> None:
         if self.every < 1:
-            raise ValueError(f"save_every must be >= 1 optimiser steps, got {self.every}")
+            raise ValueError(f"save_every must be >= 1 optimizer steps, got {self.every}")
 
     @property
     def path(self) -> Path:
         return Path(self.directory) / RESUME_FILE
 
     def due(self, step: int) -> bool:
-        """Whether a state is saved after optimiser step ``step`` (1-based)."""
+        """Whether a state is saved after optimizer step ``step`` (1-based)."""
         return step % self.every == 0
 
     def save(
         self,
         *,
         model: nn.Module,
-        optimiser: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         loop: dict[str, Any],
         loop_tensors: dict[str, Tensor],
@@ -132,7 +132,7 @@ class Resumable:
             return
         if not context().is_main:
             return  # every rank holds the same state (see conun.engine.distributed)
-        optimiser_meta = _optimiser_to_parts(optimiser.state_dict(), tensors)
+        optimizer_meta = _optimizer_to_parts(optimizer.state_dict(), tensors)
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         for name, tensor in loop_tensors.items():
@@ -142,7 +142,7 @@ class Resumable:
             "kind": self.kind,
             "invocation": self.invocation,
             "loop": loop,
-            "optimiser": optimiser_meta,
+            "optimizer": optimizer_meta,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "python_random": _python_random_state(),
             "numpy_random": _numpy_random_state(),
@@ -156,11 +156,11 @@ class Resumable:
         self,
         *,
         model: nn.Module,
-        optimiser: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         scheduler: Any = None,
     ) -> LoopState:
-        """Load ``self.state`` into the model, optimiser, scheduler and every RNG; return it."""
+        """Load ``self.state`` into the model, optimizer, scheduler and every RNG; return it."""
         state = self.state
         if state is None:
             raise ResumeError("nothing to resume from")
@@ -173,8 +173,8 @@ class Resumable:
             raise ResumeError(
                 f"{self.path}: the saved weights do not fit the model: {error}"
             ) from None
-        optimiser.load_state_dict(_optimiser_from_parts(state.meta["optimiser"], state.tensors))
-        for group_state in optimiser.state.values():
+        optimizer.load_state_dict(_optimizer_from_parts(state.meta["optimizer"], state.tensors))
+        for group_state in optimizer.state.values():
             for key, value in group_state.items():
                 if isinstance(value, Tensor) and key != "step":
                     group_state[key] = value.to(device)
@@ -204,7 +204,7 @@ def read_state(directory: str | Path, *, kind: str) -> LoopState:
     if not path.is_file():
         raise ResumeError(
             f"no {RESUME_FILE} in {directory}: nothing to resume (a finished run removes it; "
-            "a run saves one every save_every optimiser steps)"
+            "a run saves one every save_every optimizer steps)"
         )
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -234,8 +234,8 @@ def check_invocation(state: LoopState, invocation: dict[str, Any], directory: st
         )
 
 
-def _optimiser_to_parts(state_dict: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
-    """Split an optimiser state dict into tensors (added to ``tensors``) and JSON."""
+def _optimizer_to_parts(state_dict: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """Split an optimizer state dict into tensors (added to ``tensors``) and JSON."""
     scalars: dict[str, dict[str, Any]] = {}
     for param, values in state_dict["state"].items():
         scalars[str(param)] = {}
@@ -247,7 +247,7 @@ def _optimiser_to_parts(state_dict: dict[str, Any], tensors: dict[str, Tensor]) 
     return {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def _optimiser_from_parts(parts: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
+def _optimizer_from_parts(parts: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {
         int(param): dict(values) for param, values in parts["scalars"].items()
     }

@@ -134,7 +134,7 @@ def train_original(
         out_dir: output directory, or None to write nothing (used by the demo and tests).
         quiet: no progress bars.
         force: overwrite an earlier run in ``out_dir``.
-        save_every: write ``out_dir/resume.safetensors`` every this many optimiser steps
+        save_every: write ``out_dir/resume.safetensors`` every this many optimizer steps
             (removed when the run finishes); None: no resumable state.
         resume: continue the interrupted run in ``out_dir`` from its resumable state (the
             config must be the one it started with).
@@ -386,7 +386,7 @@ def unlearn_checkpoint(
     (:func:`audit_against`; distances to retrain when it ran too).
 
     With ``save_every``, the method's loop (every loop-based method on the shared engine, and
-    retrain) writes ``out_dir/resume.safetensors`` every that many optimiser steps; ``resume``
+    retrain) writes ``out_dir/resume.safetensors`` every that many optimizer steps; ``resume``
     continues from it with the same arguments, to the same final weights. The reference runs
     of ``with_reference`` are not saved: on resume they run again (same seed, same result).
     """

@@ -39,19 +39,19 @@ class NonFiniteLossError(RuntimeError):
 
 def take_step(
     loss: Tensor,
-    optimiser: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer,
     model: nn.Module,
     *,
     parameters: list[nn.Parameter] | None = None,
     failure: str,
 ) -> None:
-    """One optimiser step of every loop (training, the unlearning loop, SCRUB, UNSIR), the same
+    """One optimizer step of every loop (training, the unlearning loop, SCRUB, UNSIR), the same
     under ``torchrun``: stop on a non-finite loss, backward, average the gradients over the
     processes, step, and give every process rank 0's BatchNorm buffers.
 
     Args:
         loss: the scalar to minimise.
-        optimiser: updates ``parameters``.
+        optimizer: updates ``parameters``.
         model: whose buffers are broadcast.
         parameters: the parameters whose gradients are averaged (default: all of ``model``'s).
         failure: the error message for a non-finite loss; ``{loss}`` in it becomes this
@@ -64,15 +64,15 @@ def take_step(
     value = loss.item()
     if not math.isfinite(all_reduce_sum(value)):
         raise NonFiniteLossError(failure.replace("{loss}", str(value)))
-    optimiser.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     average_gradients(parameters if parameters is not None else list(model.parameters()))
-    optimiser.step()
+    optimizer.step()
     broadcast_buffers(model)
 
 
 def make_optimizer(parameters: Any, config: OptimizerConfig) -> torch.optim.Optimizer:
-    """The optimiser a config names (no if-ladder: a table of constructors)."""
+    """The optimizer a config names (no if-ladder: a table of constructors)."""
     constructors = {
         "sgd": lambda: torch.optim.SGD(
             parameters,
@@ -131,7 +131,7 @@ def train_classifier(
     Args:
         model: the classifier, trained in place.
         train: the training samples (already restricted to fit/retain indices by the caller).
-        config: epochs, batch size, optimiser, schedule, augmentation, device, memory format.
+        config: epochs, batch size, optimizer, schedule, augmentation, device, memory format.
         generator: the seeded source of batch orders and augmentations.
         test: evaluated after each epoch for the log only (not counted in ``seconds``).
         quiet: no progress bar.
@@ -147,13 +147,13 @@ def train_classifier(
     """
     device = torch.device(config.device)
     prepare_model(model, device, channels_last=config.channels_last)
-    optimiser = make_optimizer(model.parameters(), config.optimizer)
+    optimizer = make_optimizer(model.parameters(), config.optimizer)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=total_steps)
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         if config.schedule == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     )
     _, channels, height, width = train.images.shape
     augmentation = augmentation_for((channels, height, width))
@@ -173,7 +173,7 @@ def train_classifier(
     running = {"loss_sum": 0.0, "correct": 0, "seen": 0}
     if resume is not None and resume.state is not None:
         state = resume.restore(
-            model=model, optimiser=optimiser, generator=generator, scheduler=scheduler
+            model=model, optimizer=optimizer, generator=generator, scheduler=scheduler
         )
         first_epoch, position, step = (state.loop[key] for key in ("epoch", "position", "step"))
         order = _split_order(state.loop_tensor("order"), state.loop_tensor("sizes"))
@@ -222,7 +222,7 @@ def train_classifier(
                 loss = F.cross_entropy(logits.float(), labels)
             take_step(
                 loss,
-                optimiser,
+                optimizer,
                 model,
                 failure=f"{description}: loss is {{loss}} at epoch {epoch}, batch {position} "
                 f"(step {step + 1}); lower the learning rate or check the inputs",
@@ -238,7 +238,7 @@ def train_classifier(
                 totals = [all_reduce_sum(float(v)) for v in (loss_sum, correct, seen)]
                 resume.save(
                     model=model,
-                    optimiser=optimiser,
+                    optimizer=optimizer,
                     generator=generator,
                     scheduler=scheduler,
                     loop={

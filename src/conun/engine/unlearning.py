@@ -4,7 +4,7 @@ until the stopping rule holds (checked after each pass, optionally every k forge
     for each forget batch (a fresh random order each pass):
         repeat method.steps_per_forget_batch() times (omega):
             draw a fresh random retain batch
-            loss = method.loss(model, batch); one optimiser step
+            loss = method.loss(model, batch); one optimizer step
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
     batches = 0  # batches of the set a pass goes over
     forget_batches = 0  # forget batches processed (the x axis of the paper's Figure 2)
     passes = 0
-    steps_done = 0  # optimiser steps (the unit of resume.every)
+    steps_done = 0  # optimizer steps (the unit of resume.every)
     resume = task.resume
 
     def check() -> RuleCheck:
@@ -113,14 +113,14 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
     method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
     # Fixed once prepare() has run: built once, not on each of the run's steps.
     trainable = method.trainable_parameters(model)
-    optimiser = make_optimizer(trainable, config.optimizer)
+    optimizer = make_optimizer(trainable, config.optimizer)
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None
     position = 0
     if resume is not None and resume.state is not None:
         # prepare() ran on the original model, as in the first run (masks and teachers come
-        # from it); now the weights, optimiser, generators and counters move to the save point.
-        state = resume.restore(model=model, optimiser=optimiser, generator=task.generator)
+        # from it); now the weights, optimizer, generators and counters move to the save point.
+        state = resume.restore(model=model, optimizer=optimizer, generator=task.generator)
         saved = state.loop
         batches, forget_batches, passes = saved["batches"], saved["forget_batches"], saved["passes"]
         steps_done, position = saved["steps"], saved["position"]
@@ -141,7 +141,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
         assert resume is not None and order is not None
         resume.save(
             model=model,
-            optimiser=optimiser,
+            optimizer=optimizer,
             generator=task.generator,
             loop={
                 "batches": batches,
@@ -210,7 +210,7 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
                     )
                 take_step(
                     terms.total,
-                    optimiser,
+                    optimizer,
                     model,
                     parameters=trainable,
                     failure=f"{method.name}: loss is {{loss}} at batch {batches + 1} "

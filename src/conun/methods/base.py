@@ -2,7 +2,7 @@
 
 A method is a class registered under a lower_snake name. Loop methods (contrastive, finetune,
 neggrad, ...) supply only the per-batch objective :meth:`LoopMethod.loss`; the engine
-(:mod:`conun.engine.unlearning`) owns the loop, the optimiser, the device, the stopping rule and
+(:mod:`conun.engine.unlearning`) owns the loop, the optimizer, the device, the stopping rule and
 the history. Methods whose algorithm is not a loop (retrain, one-shot weight edits) implement
 :meth:`UnlearningMethod.run` themselves.
 """
@@ -46,7 +46,7 @@ class UnlearningTask:
         model: the trained classifier (methods may modify it in place or return a new one).
         data: the dataset that ``split`` indexes into.
         split: the forget request.
-        config: unlearning settings (optimiser, batch size, stopping rule, method options).
+        config: unlearning settings (optimizer, batch size, stopping rule, method options).
         train_config: the recipe that trained ``model`` (retrain reuses it); None if unknown.
         original_seconds: training time of ``model``, reported by the ``original`` method.
         generator: seeded source of every random draw of the run.
@@ -186,7 +186,7 @@ class LoopMethod(UnlearningMethod):
     pass_over: ClassVar[Literal["forget", "retain"]] = "forget"
 
     def steps_per_forget_batch(self) -> int:
-        """Optimiser steps per forget batch (the paper's omega for contrastive)."""
+        """Optimizer steps per forget batch (the paper's omega for contrastive)."""
         return 1
 
     def retain_batch_size(self, forget_batch_size: int) -> int:
@@ -202,15 +202,15 @@ class LoopMethod(UnlearningMethod):
         return False
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
-        """Called once, with ``model`` already on its device, before the optimiser is built:
+        """Called once, with ``model`` already on its device, before the optimizer is built:
         compute masks, copy teachers, etc. Draw randomness from ``task.generator`` only."""
 
     def trainable_parameters(self, model: Classifier) -> list[torch.nn.Parameter]:
-        """The parameters the optimiser updates (all of the model's by default)."""
+        """The parameters the optimizer updates (all of the model's by default)."""
         return list(model.parameters())
 
     def after_step(self, model: Classifier) -> None:
-        """Called after every optimiser step, e.g. to put masked weights back exactly (weight
+        """Called after every optimizer step, e.g. to put masked weights back exactly (weight
         decay and momentum would otherwise move them even with a zero gradient)."""
 
     def state_dict(self) -> dict[str, Any]:

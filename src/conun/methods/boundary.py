@@ -34,7 +34,7 @@ Departures from the authors' code:
   share of a batch whose label the attack changed.
 - ``boundary_expanding`` keeps the shadow unit *beside* the head rather than rebuilding the head
   as a ``Linear(D, C + 1)``: a forward hook on the head's final ``nn.Linear`` records its input
-  ``h`` ``(B, D)``, and the shadow logit is ``h @ w_s + b_s``. The optimiser sees exactly the
+  ``h`` ``(B, D)``, and the shadow logit is ``h @ w_s + b_s``. The optimizer sees exactly the
   parameters of their widened layer (the C original rows and the shadow row), so the updates are
   the same; but the model the engine evaluates between passes is always the *pruned* one, which
   is what the paper reports, and pruning in :meth:`BoundaryExpanding.finish` is removing the hook.
@@ -79,7 +79,7 @@ PIXEL_LEVELS = 255.0
 
 def frozen_copy(model: Classifier) -> Classifier:
     """A separate copy of ``model`` in eval mode with no parameter requiring gradients: the
-    reference the attack runs on, which neither the loss nor the optimiser can change."""
+    reference the attack runs on, which neither the loss nor the optimizer can change."""
     reference = copy.deepcopy(model)
     reference.eval()
     reference.requires_grad_(False)
@@ -318,7 +318,7 @@ class BoundaryExpanding(LoopMethod):
         self.shadow = ShadowUnit(final_linear(model), generator=task.generator)
 
     def trainable_parameters(self, model: Classifier) -> list[nn.Parameter]:
-        # Their optimiser covers the whole widened model: every original parameter and the
+        # Their optimizer covers the whole widened model: every original parameter and the
         # shadow row of the widened output layer.
         assert self.shadow is not None
         return [*model.parameters(), *self.shadow.parameters()]

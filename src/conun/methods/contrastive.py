@@ -32,7 +32,7 @@ class ContrastiveOptions(StrictModel):
     lambda_ul: float = Field(3.0, ge=0)
     lambda_ce: float = Field(1.0, ge=0)
     omega: int = Field(4, ge=1)
-    """Optimiser steps (each with a fresh random retain batch) per forget batch."""
+    """Optimizer steps (each with a fresh random retain batch) per forget batch."""
     retain_batch_size: int | None = Field(None, ge=1)
     """Retain samples per step; None = the forget batch size (the paper)."""
     freeze_bn_stats: bool = False

@@ -16,7 +16,7 @@ they differ in what the student is pushed towards on the forget set.
           ``gamma * CE(student, Y_r) + alpha * KL_T(teacher || student)`` (the "min-step"),
 
   with ``KL_T`` their ``DistillKL``: ``T^2 / B * sum_i KL(softmax(t_i / T) || softmax(s_i / T))``.
-  One optimiser (SGD) serves both steps, and the learning rate decays by ``lr_decay_rate`` for
+  One optimizer (SGD) serves both steps, and the learning rate decays by ``lr_decay_rate`` for
   every milestone in ``lr_decay_epochs`` that the epoch has passed (their
   ``adjust_learning_rate``).
 
@@ -117,7 +117,7 @@ def epoch_batches(indices: Tensor, batch_size: int, *, generator: torch.Generato
 
 def freeze(module: torch.nn.Module) -> None:
     """Eval mode (BatchNorm uses and keeps its running statistics) and no gradients, so that
-    neither the loss nor an optimiser can change the module."""
+    neither the loss nor an optimizer can change the module."""
     module.eval()
     module.requires_grad_(False)
 
@@ -152,7 +152,7 @@ class Scrub(UnlearningMethod):
     not one of the engine's: an epoch is a pass over the forget set with one objective followed
     by a pass over the retain set with another (different batch sizes, the max-steps only in the
     first ``msteps`` epochs), and the learning rate follows a per-epoch step decay. It reuses the
-    engine's helpers (device placement, batching, optimiser, stopping-rule checks) and times
+    engine's helpers (device placement, batching, optimizer, stopping-rule checks) and times
     itself like the engine: teacher copy and optimisation, checks included.
 
     The stopping rule is checked after every epoch (for the history). ``stopping.rule: auto``
@@ -262,7 +262,7 @@ class Scrub(UnlearningMethod):
         def step(terms: LossTerms, where: str) -> None:
             take_step(
                 terms.total,
-                optimiser,
+                optimizer,
                 student,
                 failure=f"{self.name}: {where} loss is {{loss}}; lower the learning rate",
             )
@@ -272,7 +272,7 @@ class Scrub(UnlearningMethod):
         teacher = copy.deepcopy(student)
         freeze(teacher)
         self.teacher = teacher
-        optimiser = make_optimizer(student.parameters(), config.optimizer)
+        optimizer = make_optimizer(student.parameters(), config.optimizer)
         stopped_by = "rule" if check(0) else ""
         epochs_run = 0
         progress = tqdm(
@@ -284,7 +284,7 @@ class Scrub(UnlearningMethod):
             lr = scrub_learning_rate(
                 epoch, config.optimizer.lr, settings.lr_decay_epochs, settings.lr_decay_rate
             )
-            for group in optimiser.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] = lr
             # Their train_distill: student in train mode (BatchNorm on batch statistics).
             student.train()

@@ -20,7 +20,7 @@
   :meth:`L1Sparse.prepare` magnitude-prunes the conv/linear weights globally (the smallest
   ``prune_ratio`` fraction of ``|w|`` over all of them is set to zero; the paper's one-shot
   magnitude pruning, OMP), and every conv/linear weight that is then exactly zero stays
-  exactly zero for the whole run: it is put back after every optimiser step, so neither
+  exactly zero for the whole run: it is put back after every optimizer step, so neither
   momentum nor weight decay can move it. ``prune_ratio = 0`` (the default) is plain
   l1-sparse MU on the dense model.
 
@@ -32,7 +32,7 @@ Departures from the authors' code:
 
 - Epochs are passes of our engine over the retain set (``stopping: {rule: none, max_passes:
   E}``); the gamma schedule reads ``E`` from ``stopping.max_passes`` and counts epochs by
-  optimiser steps (``ceil(|D_r| / batch)`` per pass). With the ``auto`` stopping rule the run
+  optimizer steps (``ceil(|D_r| / batch)`` per pass). With the ``auto`` stopping rule the run
   may stop early; gamma then simply has not decayed all the way.
 - No learning-rate schedule: their MultiStepLR milestones (epochs 91, 136) are never reached
   in a 10-epoch run, so their lr is constant too.

@@ -43,7 +43,7 @@ Options and defaults: their ``cifar_scrub.sh`` (``n_perturbations 1000``, ``l2_r
 Sekhari``), the perturbation scale 0.1 and the constants ``M = 0.25``, ``L = 1`` hard-coded in
 ``inp_perturb`` / ``NoisyReturn``.
 
-Not a loop of optimiser steps, so :meth:`LCodec.run` implements the algorithm itself (reusing the
+Not a loop of optimizer steps, so :meth:`LCodec.run` implements the algorithm itself (reusing the
 engine's device placement and seeded batch order) and reports ``seconds`` as its wall-clock.
 
 Departures from the authors' code, and why:

@@ -1,6 +1,6 @@
 """One-shot weight edits: Fisher forgetting and Selective Synaptic Dampening.
 
-Neither algorithm is a loop of optimiser steps: each estimates a diagonal curvature of the loss
+Neither algorithm is a loop of optimizer steps: each estimates a diagonal curvature of the loss
 once and edits every weight once from it. Their :meth:`run` therefore does not use the shared
 unlearning loop; it reuses the engine's helpers (device placement, seeded batch orders) and
 reports ``seconds`` as the wall-clock of the estimate plus the edit.

@@ -25,7 +25,7 @@ class Original(UnlearningMethod):
 @register_method("retrain")
 class Retrain(UnlearningMethod):
     """The gold standard: a fresh model trained from scratch on the retain set only, with the
-    original's own recipe (same architecture, epochs, optimiser, schedule, augmentation)."""
+    original's own recipe (same architecture, epochs, optimizer, schedule, augmentation)."""
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
         if task.train_config is None:

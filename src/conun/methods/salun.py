@@ -16,9 +16,9 @@ Two stages:
    (1 - m_S) * theta_0``: minimise the cross-entropy of forget samples towards random labels
    ``Y~`` (a uniform draw among the wrong classes of each) together with that of retain
    samples towards their own labels (the joint mean below), updating only salient entries. Every
-   non-salient entry is put back to its original value after every optimiser step, so neither
+   non-salient entry is put back to its original value after every optimizer step, so neither
    momentum nor weight decay can move it (their later ``RL.py`` masks the gradients and
-   restores the masked entries the same way). The optimisers conun offers are elementwise, so
+   restores the masked entries the same way). The optimizers conun offers are elementwise, so
    restoring after the step gives the salient entries exactly the updates that masking the
    gradient would.
 
@@ -206,7 +206,7 @@ class SalUn(LoopMethod):
         )
 
     def after_step(self, model: Classifier) -> None:
-        # Put every non-salient entry back bit for bit; the optimiser moved it through momentum,
+        # Put every non-salient entry back bit for bit; the optimizer moved it through momentum,
         # weight decay or its (unmasked) gradient.
         with torch.no_grad():
             for parameter, salient, original in self._frozen:

@@ -27,8 +27,8 @@ the wall-clock of all three phases, history checks included as in the engine.
 
 The schedule is fixed (one impair and one repair epoch, as in the paper); ``stopping`` only
 chooses the held-out set of the history's checks (before impair, after impair, after repair), and
-``stopping.rule`` / ``max_passes`` are not used. ``optimizer`` is the impair optimiser (Adam,
-lr 0.02 in the preset); the repair epoch uses the same optimiser type with ``repair_lr``.
+``stopping.rule`` / ``max_passes`` are not used. ``optimizer`` is the impair optimizer (Adam,
+lr 0.02 in the preset); the repair epoch uses the same optimizer type with ``repair_lr``.
 
 Departures from their notebook:
 
@@ -138,7 +138,7 @@ def learn_error_maximizing_noise(
         The noise and the CE trace (``steps + 1`` values).
     """
     noise = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
-    optimiser = torch.optim.Adam([noise], lr=lr)
+    optimizer = torch.optim.Adam([noise], lr=lr)
     labels = torch.full((shape[0],), label, dtype=torch.long, device=device)
     trace: list[Tensor] = []
     for _ in range(steps):
@@ -147,7 +147,7 @@ def learn_error_maximizing_noise(
         objective = -cross_entropy + l2_weight * squared_norm
         (gradient,) = torch.autograd.grad(objective, noise)
         noise.grad = gradient
-        optimiser.step()
+        optimizer.step()
         trace.append(cross_entropy.detach())
     with torch.no_grad():
         trace.append(F.cross_entropy(model(noise), labels))
@@ -278,7 +278,7 @@ class Unsir(UnlearningMethod):
             )
             return images, labels
 
-        def epoch(size: int, optimiser: torch.optim.Optimizer, name: str) -> float:
+        def epoch(size: int, optimizer: torch.optim.Optimizer, name: str) -> float:
             model.train()
             loss_sum, seen = 0.0, 0
             world = context().world_size
@@ -292,7 +292,7 @@ class Unsir(UnlearningMethod):
                 loss = F.cross_entropy(model(images), labels)
                 take_step(
                     loss,
-                    optimiser,
+                    optimizer,
                     model,
                     failure=f"unsir: {name} loss is {{loss}}; lower the learning rate",
                 )
@@ -314,7 +314,7 @@ class Unsir(UnlearningMethod):
             impair_loss = epoch(num_retain + num_noise, impair, "impair")
             progress.update()
         check(1)
-        # Phase 3: repair on the retain subset alone, with a fresh optimiser (as theirs).
+        # Phase 3: repair on the retain subset alone, with a fresh optimizer (as theirs).
         repair = make_optimizer(
             model.parameters(), config.optimizer.model_copy(update={"lr": settings.repair_lr})
         )
