@@ -37,10 +37,10 @@ from conun.bench.grid import prepare_original
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 from conun.data.arrays import DatasetBundle
 from conun.engine.checkpoint import save_checkpoint
-from conun.engine.runs import ForgetSpec, run_method
 from conun.evaluation.accuracy import predict
 from conun.methods.base import get_method
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, run_method
 
 # name -> a config layer over conun's generic class preset (lr 1e-3, batch 64) and the method's
 # class defaults (detach_retain, lambda_ul 3, lambda_ce 2): "options" for the method, other keys

@@ -22,9 +22,9 @@ import torch
 
 from conun.bench.grid import prepare_original
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
-from conun.engine.runs import ForgetSpec, run_method
 from conun.methods.base import get_method
 from conun.reproducibility import versions
+from conun.workflows.runs import ForgetSpec, run_method
 
 REQUESTS = {
     "class0": ForgetSpec(classes=(0,)),

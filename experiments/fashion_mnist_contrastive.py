@@ -19,8 +19,8 @@ from pathlib import Path
 
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 from conun.engine.checkpoint import CHECKPOINT_FILE
-from conun.engine.runs import ForgetSpec, train_original, unlearn_checkpoint
 from conun.reproducibility import versions
+from conun.workflows.runs import ForgetSpec, train_original, unlearn_checkpoint
 
 REQUESTS = {
     "class0": ForgetSpec(classes=(0,)),

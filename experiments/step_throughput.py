@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from conun.engine.device import prepare_model, to_device
+from conun.distributed.device import prepare_model, to_device
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model

@@ -39,11 +39,11 @@ from conun.config import TrainConfig, build_config, build_unlearn_config, preset
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
-from conun.engine.runs import ForgetSpec, load_training_data, run_method
 from conun.engine.unlearning import NonFiniteLossError
 from conun.evaluation.accuracy import predict
 from conun.methods import METHODS, get_method
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, load_training_data, run_method
 
 REQUESTS = {"class": ForgetSpec(classes=(5,)), "sample": ForgetSpec(num_samples=500)}
 SKIP = ("original", "retrain", "contrastive")  # contrastive has its own study

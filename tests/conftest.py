@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method, train_original
 from conun.evaluation.results import RunRecord
 from conun.methods import get_method
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method, train_original
 
 
 def digits_config(**changes: object) -> TrainConfig:

@@ -5,11 +5,32 @@ The practitioner's entry point is :func:`unlearn`; the researcher's is the ``con
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from conun.api import UnlearnResult, unlearn
-from conun.evaluation.accuracy import accuracy, evaluate_split
-from conun.reproducibility import seed_everything
+from conun.version import __version__
+
+if TYPE_CHECKING:
+    from conun.api import UnlearnResult, unlearn
+    from conun.evaluation.accuracy import accuracy, evaluate_split
+    from conun.reproducibility import seed_everything
+
+# The public names load on first use (PEP 562): they pull in torch and every method, which
+# `conun --help` and the lower layers' `conun.version` must not pay for.
+_LAZY = {
+    "UnlearnResult": "conun.api",
+    "unlearn": "conun.api",
+    "accuracy": "conun.evaluation.accuracy",
+    "evaluate_split": "conun.evaluation.accuracy",
+    "seed_everything": "conun.reproducibility",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'conun' has no attribute {name!r}")
+
 
 __all__ = [
     "UnlearnResult",

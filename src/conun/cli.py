@@ -70,7 +70,7 @@ def _join_processes(device: str) -> bool:
 
     import torch.distributed as dist
 
-    from conun.engine.distributed import setup_from_environment
+    from conun.distributed.group import setup_from_environment
 
     ranks = setup_from_environment(device)
     if ranks.is_distributed:
@@ -181,7 +181,7 @@ def _forget_spec(
     *,
     required: bool,
 ) -> Any:
-    from conun.engine.runs import ForgetSpec
+    from conun.workflows.runs import ForgetSpec
 
     if not required and not (forget_classes or forget_samples or forget_fraction or forget_ids):
         return None
@@ -224,7 +224,7 @@ def train(
     force: bool,
 ) -> None:
     """Train an original model: writes OUT/checkpoint.safetensors, config.yaml, results.json."""
-    from conun.engine.runs import describe, train_original
+    from conun.workflows.runs import describe, train_original
 
     out = _output_directory(out, resume_dir)
     _setup_logging(quiet)
@@ -300,7 +300,7 @@ def unlearn(
 ) -> None:
     """Unlearn a forget request from a checkpoint."""
     from conun.engine.checkpoint import read_checkpoint_meta
-    from conun.engine.runs import describe, unlearn_checkpoint
+    from conun.workflows.runs import describe, unlearn_checkpoint
 
     out = _output_directory(out, resume_dir)
     _setup_logging(quiet)
@@ -353,7 +353,7 @@ def evaluate(
     force: bool,
 ) -> None:
     """Evaluate a checkpoint on every split (of the forget request given, or its own)."""
-    from conun.engine.runs import describe, evaluate_checkpoint
+    from conun.workflows.runs import describe, evaluate_checkpoint
 
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
@@ -405,7 +405,7 @@ def audit(
     Every number is printed with its meaning and good direction; "closer to retrain" means
     compare with the --reference column.
     """
-    from conun.engine.runs import audit_checkpoint, describe
+    from conun.workflows.runs import audit_checkpoint, describe
 
     _setup_logging(quiet)
     spec = _forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids, required=False)
@@ -442,8 +442,8 @@ def demo(
     force: bool,
 ) -> None:
     """Train, retrain and contrastively unlearn a class and 5% of samples; print the table."""
-    from conun.demo import run_demo
-    from conun.engine.runs import describe
+    from conun.workflows.demo import run_demo
+    from conun.workflows.runs import describe
 
     _setup_logging(quiet)
     results = run_demo(

@@ -56,6 +56,8 @@ class TrainConfig(RunSettings):
     """How the original model (and, on the same recipe, the retrained reference) is trained."""
 
     dataset: str = "digits"
+    """A registered dataset name; checked by the workflow before any data is loaded
+    (:func:`conun.workflows.names.check_train_names`), since the registries sit above config."""
     model: str = "small_cnn"
     data_dir: str | None = None
     download: bool = False
@@ -67,26 +69,6 @@ class TrainConfig(RunSettings):
     augment: bool = False
     validation_fraction: float = Field(0.1, ge=0, le=0.5)
     max_train_samples: int | None = Field(None, ge=2)
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        from conun.data import available_datasets
-
-        if value not in available_datasets():
-            raise ValueError(
-                f"unknown dataset {value!r}; allowed: {', '.join(available_datasets())}"
-            )
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        from conun.models import available_models
-
-        if value not in available_models():
-            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(available_models())}")
-        return value
 
 
 class StoppingConfig(StrictModel):
@@ -116,23 +98,13 @@ class UnlearnConfig(RunSettings):
     """How a model is unlearned: the method, its options, the optimizer and the stopping rule."""
 
     method: str = "contrastive"
+    """A registered method name; checked by the workflow before any data is loaded."""
     batch_size: int | None = Field(None, ge=1)
     """Forget batch size; None takes the method's default for the scenario."""
     optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, momentum=0.9, weight_decay=0.0)
     stopping: StoppingConfig = StoppingConfig()
     options: dict[str, Any] = Field(default_factory=dict)
     """Method hyperparameters, validated by the method's own options model."""
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from conun.methods import available_methods
-
-        if value not in available_methods():
-            raise ValueError(
-                f"unknown method {value!r}; registered: {', '.join(available_methods())}"
-            )
-        return value
 
 
 def validate_device(value: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import random
 
 import numpy as np
 import torch
+
+from conun.version import __version__
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -33,13 +36,9 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def versions() -> dict[str, str]:
     """Versions of what produced a result, for checkpoints and results files."""
-    from conun import __version__
-
     found = {"conun": __version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
-        import torchvision
-
-        found["torchvision"] = torchvision.__version__
-    except ImportError:  # torchvision is a dependency, but a broken install must not hide results
-        found["torchvision"] = "unavailable"
+        found["torchvision"] = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:  # a dependency, but a broken install must
+        found["torchvision"] = "unavailable"  # not hide results
     return found

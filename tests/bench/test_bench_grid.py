@@ -20,8 +20,8 @@ from conun.bench import (
 )
 from conun.bench import grid as grid_module
 from conun.engine.checkpoint import CHECKPOINT_FILE
-from conun.engine.runs import run_method as real_run_method
 from conun.evaluation.results import validate_results
+from conun.workflows.runs import run_method as real_run_method
 
 REQUESTS = ("class5", "fraction0.05")
 METHODS = ("original", "retrain", "contrastive", "finetune")

@@ -9,10 +9,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conun.cli import main
-from conun.engine.runs import TrainedModel
 from conun.evaluation.distances import DISTANCE_COLUMNS
 from conun.evaluation.privacy import AUDIT_COLUMNS
 from conun.evaluation.results import validate_results
+from conun.workflows.runs import TrainedModel
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from conun.cli import main
 from conun.engine.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
-from conun.engine.runs import TrainedModel
 from conun.evaluation.results import validate_results
 from conun.models import build_model
+from conun.workflows.runs import TrainedModel
 
 
 def invoke(*args: str) -> tuple[int, str]:

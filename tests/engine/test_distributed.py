@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from conun.config import build_unlearn_config
 from conun.data.batching import shuffled_batches
-from conun.engine.distributed import average_gradients, context, gather_rows, shard
+from conun.distributed.group import average_gradients, context, gather_rows, shard
 from conun.evaluation.accuracy import predict
 from conun.evaluation.results import RESULTS_FILE
 from conun.methods.base import UnlearningBatch

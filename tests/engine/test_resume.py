@@ -23,10 +23,10 @@ from conun.cli import main
 from conun.config import TrainConfig, build_unlearn_config
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method, train_original
 from conun.engine.training import NonFiniteLossError
 from conun.evaluation.results import RESULTS_FILE
 from conun.methods import get_method
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method, train_original
 
 
 class SimulatedCrashError(Exception):

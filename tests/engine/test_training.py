@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conun.config import TrainConfig
-from conun.engine.runs import TrainedModel, train_original
 from conun.evaluation.results import validate_results
+from conun.workflows.runs import TrainedModel, train_original
 
 
 def test_same_seed_gives_identical_weights_and_metrics(

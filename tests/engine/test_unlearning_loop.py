@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conun.config import build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method
 from conun.engine.training import NonFiniteLossError
 from conun.methods.base import LossTerms, UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
 
 
 class ExplodesAtThirdStep(ContrastiveUnlearning):

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.registry import load_dataset
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.runs import TrainedModel
 from conun.evaluation.privacy import (
     ATTACKS,
     AUDIT_COLUMNS,
@@ -41,6 +40,7 @@ from conun.evaluation.privacy import (
     model_logits,
     tpr_at_fpr,
 )
+from conun.workflows.runs import TrainedModel
 
 # --- per-sample scores -------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from conun.config import ConfigError, TrainConfig
-from conun.engine.runs import load_training_data, validation_indices
 from conun.evaluation.ulira import (
     MIN_SHADOWS,
     ShadowJob,
@@ -41,6 +40,7 @@ from conun.evaluation.ulira import (
     ulira_scores,
 )
 from conun.methods.base import UnknownMethodError
+from conun.workflows.runs import load_training_data, validation_indices
 
 DESIGN_EFFECT = 2.0
 

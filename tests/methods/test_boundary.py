@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch, UnsupportedScenarioError
 from conun.methods.boundary import (
@@ -25,6 +24,7 @@ from conun.methods.boundary import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from conun.config import TrainConfig, build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method
 from conun.evaluation.results import RunRecord
 from conun.methods import get_method
 from conun.methods.base import UnlearningMethod, UnlearningTask
@@ -27,6 +26,7 @@ from conun.methods.distillation import (
     scrub_learning_rate,
 )
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
 
 CLASS_FIVE = ForgetSpec(classes=(5,))
 FIVE_PERCENT = ForgetSpec(fraction=0.05)

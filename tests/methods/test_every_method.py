@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import Results, RunRecord
 from conun.methods import METHODS
+from conun.workflows.runs import ForgetSpec, TrainedModel
 
 # Only the scenarios each method is meant for: nothing is skipped.
 CASES = [

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from conun.config import ConfigError, TrainConfig, build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.finetune import (
@@ -25,6 +24,7 @@ from conun.methods.finetune import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
 
 CLASS_5 = ForgetSpec(classes=(5,))
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from conun.config import ConfigError
-from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import RunRecord
 from conun.methods import get_method
 from conun.methods.base import UnsupportedScenarioError
@@ -36,6 +35,7 @@ from conun.methods.lcodec import (
     unit_layers,
     write_selected_,
 )
+from conun.workflows.runs import ForgetSpec, TrainedModel
 
 FAST = {"perturbations": 200, "hessian_samples": 16}
 """Cheap settings for tests: fewer perturbations, a 16-sample Hessian."""

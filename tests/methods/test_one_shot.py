@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import RunRecord
 from conun.methods import UnsupportedScenarioError
 from conun.methods.one_shot import (
@@ -25,6 +24,7 @@ from conun.methods.one_shot import (
     output_layer_names,
 )
 from conun.models import build_model
+from conun.workflows.runs import ForgetSpec, TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 SAMPLES = ForgetSpec(fraction=0.05)
@@ -202,7 +202,7 @@ def test_ssd_edits_only_selected_weights_on_digits(
     digits_run: tuple[Path, TrainedModel],
 ) -> None:
     from conun.config import build_unlearn_config
-    from conun.engine.runs import run_method
+    from conun.workflows.runs import run_method
 
     _, trained = digits_run
     split = SAMPLES.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
@@ -246,7 +246,7 @@ def test_fisher_noise_follows_the_posterior(digits_run: tuple[Path, TrainedModel
     """On the real model: weight - mean, divided by the posterior's standard deviation, is
     standard normal, and the forgotten class's head row is noise around 0."""
     from conun.config import build_unlearn_config
-    from conun.engine.runs import run_method
+    from conun.workflows.runs import run_method
 
     _, trained = digits_run
     split = CLASS_5.resolve(trained.data, torch.tensor(trained.meta.validation), 0)

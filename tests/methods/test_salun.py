@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from conun.config import ConfigError, TrainConfig, build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel, run_method
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.salun import SalUn, forget_gradient, saliency_masks, wrong_labels
 from conun.models import build_model
+from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
 
 CLASS_5 = ForgetSpec(classes=(5,))
 

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from conun.config import build_unlearn_config
-from conun.engine.runs import ForgetSpec, TrainedModel
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnsupportedScenarioError
 from conun.methods.unsir import Unsir, learn_error_maximizing_noise, retain_subset
+from conun.workflows.runs import ForgetSpec, TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conun.bench import run_bench
-from conun.demo import run_demo
 from conun.report import ReportPaths, write_report
+from conun.workflows.demo import run_demo
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ Output directory layout::
                                                  config.yaml; retrain also its checkpoint)
     OUT/table.md, table.csv, table.tex           mean ± std over seeds, one row per request x method
 
-Every cell is one :func:`conun.engine.runs.run_method` call on the seed's original, exactly what
+Every cell is one :func:`conun.workflows.runs.run_method` call on the seed's original, exactly what
 ``conun unlearn`` does, and writes its own ``results.json`` atomically (the last file it
 writes), tagged with a fingerprint of everything that determines its numbers (training recipe,
 unlearning config, request, method). A re-invocation skips every cell whose ``results.json`` is
@@ -68,7 +68,11 @@ from conun.engine.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
-from conun.engine.runs import (
+from conun.evaluation.results import RESULTS_FILE, Results, RunRecord, validate_results
+from conun.io import atomic_write_text
+from conun.methods import METHODS, get_method
+from conun.models.base import Classifier
+from conun.workflows.runs import (
     OutputExistsError,
     audit_against,
     ensure_dataset,
@@ -76,10 +80,6 @@ from conun.engine.runs import (
     run_method,
     train_original,
 )
-from conun.evaluation.results import RESULTS_FILE, Results, RunRecord, validate_results
-from conun.io import atomic_write_text
-from conun.methods import METHODS, get_method
-from conun.models.base import Classifier
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from conun.config import (
     validate_device,
 )
 from conun.data.splits import Scenario
-from conun.engine.runs import ForgetSpec
+from conun.workflows.runs import ForgetSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Preset and request names become directory names: no separators, no leading dot."""
@@ -130,7 +130,7 @@ class RequestSpec(StrictModel):
         return "class" if self.classes is not None else "sample"
 
     def forget_spec(self) -> ForgetSpec:
-        """The request as the engine's :class:`~conun.engine.runs.ForgetSpec`."""
+        """The request as the engine's :class:`~conun.workflows.runs.ForgetSpec`."""
         return ForgetSpec(
             classes=tuple(self.classes or ()), num_samples=self.samples, fraction=self.fraction
         )

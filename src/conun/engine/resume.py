@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from conun.engine.distributed import context
+from conun.distributed.group import context
 from conun.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Resumable:
             logger.warning("weights are not finite at step %s: no state saved", step)
             return
         if not context().is_main:
-            return  # every rank holds the same state (see conun.engine.distributed)
+            return  # every rank holds the same state (see conun.distributed.group)
         optimizer_meta = _optimizer_to_parts(optimizer.state_dict(), tensors)
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()

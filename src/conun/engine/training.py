@@ -17,8 +17,8 @@ from conun.config import OptimizerConfig, TrainConfig
 from conun.data.arrays import ArrayDataset
 from conun.data.augment import augment_batch, default_pad
 from conun.data.batching import shuffled_batches
-from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import (
+from conun.distributed.device import prepare_model, to_device
+from conun.distributed.group import (
     all_reduce_sum,
     average_gradients,
     broadcast_buffers,

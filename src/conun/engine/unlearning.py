@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from conun.data.batching import RandomBatchStream, shuffled_batches
-from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import context, shard
+from conun.distributed.device import prepare_model, to_device
+from conun.distributed.group import context, shard
 from conun.engine.stopping import RuleCheck, build_evaluation_sets, check_rule
+from conun.engine.task import LoopHooks, MethodOutcome, UnlearningBatch, UnlearningTask
 from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
-
-if TYPE_CHECKING:
-    from conun.methods.base import LoopMethod, MethodOutcome, UnlearningTask
 
 logger = logging.getLogger(__name__)
 
 
-def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutcome:
+def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcome:
     """Run ``method``'s objective until the stopping rule holds.
 
     A pass goes over the forget set (``method.pass_over == "forget"``: contrastive, neggrad, ...;
@@ -44,8 +41,6 @@ def run_unlearning_loop(method: LoopMethod, task: UnlearningTask) -> MethodOutco
         The unlearned model (``task.model``, modified in place), the wall-clock time, the number
         of forget batches and passes, and the history of forget-set accuracy.
     """
-    from conun.methods.base import MethodOutcome, UnlearningBatch
-
     config, split, data = task.config, task.split, task.data
     device = torch.device(config.device)
     model = task.model

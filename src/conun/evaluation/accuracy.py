@@ -9,8 +9,8 @@ from torch import Tensor
 
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.device import to_device
-from conun.engine.distributed import gather_rows, shard
+from conun.distributed.device import to_device
+from conun.distributed.group import gather_rows, shard
 from conun.models.base import Classifier
 
 

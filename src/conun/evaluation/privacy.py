@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.device import to_device
+from conun.distributed.device import to_device
 
 AttackName = Literal["logistic", "svc", "gradient_boosting"]
 """Attack classifiers of the paper's attack (a): scikit-learn's LogisticRegression, SVC (RBF) and

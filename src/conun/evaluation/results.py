@@ -12,8 +12,10 @@ from typing import Any
 
 import jsonschema
 
-from conun import __version__
+from conun.evaluation.distances import DISTANCE_COLUMNS
+from conun.evaluation.privacy import AUDIT_COLUMNS
 from conun.io import atomic_write_json, atomic_write_text
+from conun.version import __version__
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
@@ -139,9 +141,6 @@ def format_audit_table(data: dict[str, Any]) -> str:
     """The membership-inference and distance numbers of every run that has them, one row per
     number with its meaning and good direction ("closer to retrain": compare with the retrain
     column); empty when no run was audited."""
-    from conun.evaluation.distances import DISTANCE_COLUMNS
-    from conun.evaluation.privacy import AUDIT_COLUMNS
-
     columns = {**AUDIT_COLUMNS, **DISTANCE_COLUMNS}
     runs = [
         run

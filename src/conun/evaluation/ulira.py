@@ -66,14 +66,14 @@ from tqdm.auto import tqdm
 from conun.config import TrainConfig, build_unlearn_config
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.device import to_device
-from conun.engine.runs import ensure_dataset, load_training_data, run_method, validation_indices
+from conun.distributed.device import to_device
 from conun.engine.training import train_classifier
 from conun.io import atomic_write, atomic_write_json
 from conun.methods.base import get_method
 from conun.models.base import Classifier
 from conun.models.registry import build_model
 from conun.reproducibility import seed_everything
+from conun.workflows.runs import ensure_dataset, load_training_data, run_method, validation_indices
 
 logger = logging.getLogger(__name__)
 

@@ -2,32 +2,50 @@
 
 A method is a class registered under a lower_snake name. Loop methods (contrastive, finetune,
 neggrad, ...) supply only the per-batch objective :meth:`LoopMethod.loss`; the engine
-(:mod:`conun.engine.unlearning`) owns the loop, the optimizer, the device, the stopping rule and
-the history. Methods whose algorithm is not a loop (retrain, one-shot weight edits) implement
-:meth:`UnlearningMethod.run` themselves.
+(:mod:`conun.engine.unlearning`, whose contract is :mod:`conun.engine.task`) owns the loop, the
+optimizer, the device, the stopping rule and the history. Methods whose algorithm is not a loop
+(retrain, one-shot weight edits) implement :meth:`UnlearningMethod.run` themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import ValidationError
-from torch import Tensor
 
 from conun.config import (
     ConfigError,
     StrictModel,
-    TrainConfig,
     UnlearnConfig,
     format_validation_error,
 )
-from conun.data.arrays import DatasetBundle
-from conun.data.splits import ForgetRetainSplit, Scenario
-from conun.engine.resume import Resumable
+from conun.data.splits import Scenario
+from conun.engine.task import (
+    LossTerms,
+    MethodOutcome,
+    UnlearningBatch,
+    UnlearningTask,
+)
+from conun.engine.unlearning import run_unlearning_loop
 from conun.models.base import Classifier
+
+__all__ = [
+    "METHODS",
+    "LoopMethod",
+    "LossTerms",
+    "MethodOutcome",
+    "NoOptions",
+    "UnknownMethodError",
+    "UnlearningBatch",
+    "UnlearningMethod",
+    "UnlearningTask",
+    "UnsupportedScenarioError",
+    "available_methods",
+    "get_method",
+    "register_method",
+]
 
 
 class UnknownMethodError(ValueError):
@@ -36,82 +54,6 @@ class UnknownMethodError(ValueError):
 
 class UnsupportedScenarioError(ValueError):
     """A method asked to run on a scenario it is not meant for."""
-
-
-@dataclass
-class UnlearningTask:
-    """Everything a method needs to unlearn.
-
-    Attributes:
-        model: the trained classifier (methods may modify it in place or return a new one).
-        data: the dataset that ``split`` indexes into.
-        split: the forget request.
-        config: unlearning settings (optimizer, batch size, stopping rule, method options).
-        train_config: the recipe that trained ``model`` (retrain reuses it); None if unknown.
-        original_seconds: training time of ``model``, reported by the ``original`` method.
-        generator: seeded source of every random draw of the run.
-        quiet: no progress bars.
-        resume: where loop-based methods save resumable states, and the state to continue
-            from (None: no saving).
-    """
-
-    model: Classifier
-    data: DatasetBundle
-    split: ForgetRetainSplit
-    config: UnlearnConfig
-    train_config: TrainConfig | None
-    original_seconds: float | None
-    generator: torch.Generator
-    quiet: bool = False
-    resume: Resumable | None = None
-
-
-@dataclass
-class MethodOutcome:
-    """What a method returns.
-
-    Attributes:
-        model: the unlearned classifier.
-        seconds: wall-clock of the method itself (stopping-rule checks included; final
-            evaluation excluded).
-        forget_batches: forget batches processed (loop methods), else None.
-        passes: passes over the forget set (loop methods), else None.
-        history: forget-set accuracy against forget batches processed.
-        extra: further method-specific numbers recorded in results.json (e.g. check_seconds).
-    """
-
-    model: Classifier
-    seconds: float
-    forget_batches: int | None = None
-    passes: float | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UnlearningBatch:
-    """One step's data on the model's device. Either half may be absent for a method that
-    does not use it.
-
-    Attributes:
-        forget_images: ``(Bf, C, H, W)`` or None.
-        forget_labels: ``(Bf,)`` or None.
-        retain_images: ``(Br, C, H, W)`` or None.
-        retain_labels: ``(Br,)`` or None.
-    """
-
-    forget_images: Tensor | None
-    forget_labels: Tensor | None
-    retain_images: Tensor | None
-    retain_labels: Tensor | None
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    """A step's objective and its named parts (logged, never used for control flow)."""
-
-    total: Tensor
-    parts: dict[str, Tensor] = field(default_factory=dict)
 
 
 class NoOptions(StrictModel):
@@ -234,8 +176,6 @@ class LoopMethod(UnlearningMethod):
         raise NotImplementedError
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        from conun.engine.unlearning import run_unlearning_loop
-
         return run_unlearning_loop(self, task)
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from conun.config import StrictModel
-from conun.engine.distributed import context, gather_with_grad
+from conun.distributed.group import context, gather_with_grad
 from conun.losses import contrastive_unlearning_loss
 from conun.methods.base import LoopMethod, LossTerms, UnlearningBatch, register_method
 from conun.models.base import Classifier

@@ -99,7 +99,7 @@ from torch.func import functional_call, grad
 from conun.config import StrictModel
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
-from conun.engine.device import prepare_model, to_device
+from conun.distributed.device import prepare_model, to_device
 from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
 
 logger = logging.getLogger(__name__)

@@ -73,7 +73,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from conun.config import StrictModel
 from conun.data.batching import shuffled_batches
-from conun.engine.device import prepare_model, to_device
+from conun.distributed.device import prepare_model, to_device
 from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
 from conun.models.base import Classifier
 

@@ -61,7 +61,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from conun.config import StrictModel
-from conun.engine.device import to_device
+from conun.distributed.device import to_device
 from conun.methods.base import (
     LoopMethod,
     LossTerms,

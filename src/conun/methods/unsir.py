@@ -61,8 +61,8 @@ from tqdm.auto import tqdm
 from conun.config import StrictModel
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
-from conun.engine.device import prepare_model, to_device
-from conun.engine.distributed import context, shard
+from conun.distributed.device import prepare_model, to_device
+from conun.distributed.group import context, shard
 from conun.engine.stopping import build_evaluation_sets, check_rule
 from conun.engine.training import make_optimizer, take_step
 from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method

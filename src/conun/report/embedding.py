@@ -55,8 +55,8 @@ def embedding_image(
     """
     from conun.bench.preset import RequestSpec
     from conun.config import TrainConfig
-    from conun.engine.runs import ensure_dataset, load_training_data
     from conun.viz import model_embedding_figure
+    from conun.workflows.runs import ensure_dataset, load_training_data
 
     ordered = sorted(requests.items(), key=lambda item: item[1].get("class") is None)
     for seed in seeds:

@@ -14,9 +14,9 @@ import torch
 from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import save_checkpoint
-from conun.engine.runs import ForgetSpec, prepare_output_dir, run_method, train_original
 from conun.evaluation.results import Results
 from conun.methods.base import get_method
+from conun.workflows.runs import ForgetSpec, prepare_output_dir, run_method, train_original
 
 
 def run_demo(

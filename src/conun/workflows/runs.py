@@ -22,6 +22,7 @@ from conun.data.arrays import DatasetBundle
 from conun.data.registry import check_dataset_available, load_dataset
 from conun.data.splits import ForgetRequestError, ForgetRetainSplit, Scenario, read_ids_file
 from conun.data.validation import split_validation
+from conun.distributed.group import context
 from conun.engine.checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
@@ -31,7 +32,6 @@ from conun.engine.checkpoint import (
     resolve_checkpoint_path,
     save_checkpoint,
 )
-from conun.engine.distributed import context
 from conun.engine.resume import (
     DEFAULT_SAVE_EVERY,
     RESUME_FILE,
@@ -49,6 +49,7 @@ from conun.methods.base import UnlearningMethod, UnlearningTask, get_method
 from conun.models.base import Classifier
 from conun.models.registry import build_model
 from conun.reproducibility import seed_everything
+from conun.workflows.names import check_train_names
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ def prepare_output_dir(out_dir: str | Path, *, force: bool) -> Path:
 
 
 def ensure_dataset(config: TrainConfig) -> None:
-    """Fail before any work when the dataset's files are missing and downloads are off."""
+    """Fail before any work when the dataset or model name is unknown, or the dataset's files
+    are missing and downloads are off."""
+    check_train_names(config)
     if not config.download:
         check_dataset_available(config.dataset, config.data_dir)
 
