@@ -1,10 +1,12 @@
 # Two entry points: `make demo` (the main job on the embedded digits data) and `make test`.
-# Both create the virtual environment on first use.
+# Both create the virtual environment on first use; `make test` also installs the Debian
+# packages the tests need (tools/install-system-packages), so a fresh machine needs only Python
+# and make.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck check install clean
+.PHONY: demo test lint typecheck check install system-packages clean
 
 $(BIN)/conun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,10 @@ install: $(BIN)/conun
 demo: install
 	$(BIN)/conun demo --out runs/demo --force
 
-test: install
+system-packages:
+	@sh tools/install-system-packages
+
+test: install system-packages
 	$(BIN)/python -m pytest -q
 
 lint: install
