@@ -34,13 +34,14 @@ from typing import Any
 import torch
 
 from conun.bench.grid import prepare_original
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.config import build_train_config
 from conun.data.arrays import DatasetBundle
 from conun.engine.checkpoint import save_checkpoint
 from conun.evaluation.accuracy import predict
-from conun.methods.base import get_method
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.unlearning import run_method
 
 # name -> a config layer over conun's generic class preset (lr 1e-3, batch 64) and the method's
 # class defaults (detach_retain, lambda_ul 3, lambda_ce 2): "options" for the method, other keys
@@ -118,9 +119,7 @@ def main() -> None:
         measured = json.loads(cache.read_text())
 
     for seed in args.seeds:
-        train_config = build_config(
-            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
-        )
+        train_config = build_train_config("fashion-mnist", [{"seed": seed}])
         original, meta, data = prepare_original(
             train_config, args.runs / f"seed{seed}" / "original", quiet=True
         )
@@ -138,17 +137,17 @@ def main() -> None:
                 if name != "retrain":
                     layers.append(SETTINGS[name])
                 method_name = "retrain" if name == "retrain" else "contrastive"
-                # Over conun's generic class preset and defaults (lambda_ul 3, lambda_ce 2), not
-                # the fashion-mnist layer: that layer is what this study chose.
-                config = build_unlearn_config(method_name, "class", layers)
+                # Over conun's class defaults (lambda_ul 3, lambda_ce 2), not the fashion-mnist
+                # layer: that layer is what this study chose.
+                config = resolve_unlearn_config(
+                    method_name, "class", dataset=None, layers=[(name, layer) for layer in layers]
+                ).config
                 split = spec.resolve(data, validation, seed)
-                method = get_method(method_name).for_scenario("class", config.options)
                 model, record = run_method(
-                    method,
+                    config,
                     original,
                     data,
                     split,
-                    config,
                     train_config=train_config,
                     original_seconds=meta.seconds,
                     quiet=True,

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from conun.bench.grid import prepare_original
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
-from conun.methods.base import get_method
+from conun.config import build_train_config
 from conun.reproducibility import versions
-from conun.workflows.runs import ForgetSpec, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.unlearning import run_method
 
 REQUESTS = {
     "class0": ForgetSpec(classes=(0,)),
@@ -47,9 +48,7 @@ def main() -> None:
     started = time.perf_counter()
     rows: list[tuple[int, str, float, list[float]]] = []
     for seed in args.seeds:
-        train_config = build_config(
-            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
-        )
+        train_config = build_train_config("fashion-mnist", [{"seed": seed}])
         original, meta, data = prepare_original(
             train_config, args.runs / f"seed{seed}" / "original", quiet=True
         )
@@ -60,16 +59,17 @@ def main() -> None:
             # contrastive, retrain, then the other repeats: both see the same stretch of machine.
             order = ["contrastive", "retrain"] + ["contrastive"] * (args.repeats - 1)
             for method_name in order:
-                config = build_unlearn_config(
-                    method_name, spec.scenario, [{"seed": seed}], dataset="fashion-mnist"
-                )
-                method = get_method(method_name).for_scenario(spec.scenario, config.options)
+                config = resolve_unlearn_config(
+                    method_name,
+                    spec.scenario,
+                    dataset="fashion-mnist",
+                    layers=[("--seed", {"seed": seed})],
+                ).config
                 _, record = run_method(
-                    method,
+                    config,
                     original,
                     data,
                     split,
-                    config,
                     train_config=train_config,
                     original_seconds=meta.seconds,
                     quiet=True,

@@ -17,10 +17,13 @@ import statistics
 import time
 from pathlib import Path
 
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.config import build_train_config
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.reproducibility import versions
-from conun.workflows.runs import ForgetSpec, train_original, unlearn_checkpoint
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import train_original
+from conun.workflows.unlearning import unlearn_checkpoint
 
 REQUESTS = {
     "class0": ForgetSpec(classes=(0,)),
@@ -63,9 +66,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     for seed in args.seeds if args.requests else []:
-        train_config = build_config(
-            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
-        )
+        train_config = build_train_config("fashion-mnist", [{"seed": seed}])
         original_dir = args.runs / f"seed{seed}" / "original"
         if not (args.reuse_originals and (original_dir / CHECKPOINT_FILE).exists()):
             trained = train_original(train_config, original_dir, quiet=True, force=True)
@@ -75,9 +76,12 @@ def main() -> None:
             )
         for name in args.requests:
             spec = REQUESTS[name]
-            config = build_unlearn_config(
-                "contrastive", spec.scenario, [{"seed": seed}], dataset="fashion-mnist"
-            )
+            config = resolve_unlearn_config(
+                "contrastive",
+                spec.scenario,
+                dataset="fashion-mnist",
+                layers=[("--seed", {"seed": seed})],
+            ).config
             results = unlearn_checkpoint(
                 original_dir,
                 spec,

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conun.config import TrainConfig, build_config, preset_path, read_yaml
+from conun.config import build_train_config
 from conun.evaluation.distances import DISTANCE_COLUMNS
 from conun.evaluation.privacy import AUDIT_COLUMNS
-from conun.evaluation.ulira import ulira_audit
 from conun.reproducibility import versions
+from conun.workflows.ulira_shadows import ulira_audit
 
 METHODS = ("original", "retrain", "contrastive", "finetune", "neggrad")
 REQUEST = "samples500"  # the request's name in the fashion-mnist bench preset
@@ -100,9 +100,7 @@ def main() -> None:
         if args.reuse_ulira:
             ulira[seed] = json.loads(saved.read_text())
             continue
-        train_config = build_config(
-            TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": seed}]
-        )
+        train_config = build_train_config("fashion-mnist", [{"seed": seed}])
         ulira[seed] = ulira_audit(
             train_config,
             METHODS,

@@ -16,8 +16,8 @@ A learning-rate grid whose winner sits at an edge is extended by a factor 3 that
 ``--max-extensions`` times), so that a preset far from this data's best is not kept by accident.
 
 With ``--write-presets`` the winners are written to
-``src/conun/configs/unlearn/fashion-mnist/<method>-<scenario>.yaml`` (layered over the generic
-preset, so they change only the tuned value), and every candidate is listed in
+``src/conun/configs/unlearn/fashion-mnist/<method>-<scenario>.yaml`` (layered over the method's
+defaults, so they change only the tuned value), and every candidate is listed in
 ``<out>/tuning.md``.
 
     python experiments/tune_baselines.py --seed 0 --write-presets
@@ -35,15 +35,18 @@ from typing import Any
 import torch
 import yaml
 
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.config import TrainConfig, build_train_config
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import CHECKPOINT_FILE, CheckpointMeta, load_checkpoint
-from conun.engine.unlearning import NonFiniteLossError
+from conun.engine.training import NonFiniteLossError
 from conun.evaluation.accuracy import predict
 from conun.methods import METHODS, get_method
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, load_training_data, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.inputs import load_training_data
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.unlearning import run_method
 
 REQUESTS = {"class": ForgetSpec(classes=(5,)), "sample": ForgetSpec(num_samples=500)}
 SKIP = ("original", "retrain", "contrastive")  # contrastive has its own study
@@ -63,7 +66,7 @@ def candidates(method: str, scenario: str) -> list[dict[str, Any]]:
     if method in OPTION_GRIDS:
         ((option, values),) = OPTION_GRIDS[method].items()
         return [{"options": {option: value}} for value in values]
-    base = build_unlearn_config(method, scenario, [], dataset=None).optimizer.lr
+    base = resolve_unlearn_config(method, scenario, dataset=None).config.optimizer.lr
     factors = LR_FACTOR_OVERRIDES.get(method, LR_FACTORS)
     return [{"optimizer": {"lr": float(f"{base * f:.3g}")}} for f in factors]
 
@@ -117,15 +120,18 @@ def evaluate_candidate(
     seed: int,
 ) -> dict[str, Any]:
     """Run one candidate on the original and score it on train-derived data."""
-    config = build_unlearn_config(method, split.scenario, [layer, {"seed": seed}], dataset=None)
-    runner = get_method(method).for_scenario(split.scenario, config.options)
+    config = resolve_unlearn_config(
+        method,
+        split.scenario,
+        dataset=None,
+        layers=[("candidate", layer), ("--seed", {"seed": seed})],
+    ).config
     try:
         unlearned, record = run_method(
-            runner,
+            config,
             model,
             data,
             split,
-            config,
             train_config=train_config,
             original_seconds=meta.seconds,
             quiet=True,
@@ -169,9 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    train_config = build_config(
-        TrainConfig, [read_yaml(preset_path("train", "fashion-mnist")), {"seed": args.seed}]
-    )
+    train_config = build_train_config("fashion-mnist", [{"seed": args.seed}])
     data = load_training_data(train_config)
     model, meta = load_checkpoint(
         args.runs / f"seed{args.seed}" / "original" / CHECKPOINT_FILE,

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.config import TrainConfig, build_train_config
 from conun.evaluation.results import RunRecord
-from conun.methods import get_method
-from conun.workflows.runs import ForgetSpec, TrainedModel, run_method, train_original
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel, train_original
+from conun.workflows.unlearning import run_method
 
 
 def digits_config(**changes: object) -> TrainConfig:
     """The digits preset with a shorter schedule: enough for >= 95% test accuracy."""
-    return build_config(
-        TrainConfig, [read_yaml(preset_path("train", "digits")), {"epochs": 15, **changes}]
-    )
+    return build_train_config("digits", [{"epochs": 15, **changes}])
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +40,14 @@ def unlearn_on_digits(
     """Run ``method`` on a digits original with the shipped presets (plus ``config`` layered on
     top) and return its results row; the original itself is left untouched."""
     split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = build_unlearn_config(method, split.scenario, [config], dataset="digits")
-    runner = get_method(method).for_scenario(split.scenario, unlearn_config.options)
+    unlearn_config = resolve_unlearn_config(
+        method, split.scenario, dataset="digits", layers=[("test", config)]
+    ).config
     _, record = run_method(
-        runner,
+        unlearn_config,
         trained.model,
         trained.data,
         split,
-        unlearn_config,
         train_config=TrainConfig.model_validate(trained.meta.train_config),
         original_seconds=trained.meta.seconds,
         quiet=True,

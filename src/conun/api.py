@@ -2,8 +2,9 @@
 
     import conun
     result = conun.unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), held_out=(x_v, y_v))
-    result.model            # the unlearned classifier
+    result.model            # your model, now holding the unlearned weights
     result.history          # forget accuracy against forget batches processed
+    result.audit            # with audit=True: the membership-inference audit
 
 Data are given as ``(images, labels)`` tensor pairs, :class:`~conun.data.arrays.ArrayDataset`,
 or any map-style ``torch.utils.data.Dataset`` of ``(image, label)`` pairs, already transformed
@@ -12,43 +13,61 @@ the way the model expects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from conun.config import build_unlearn_config
 from conun.data.arrays import ArrayDataset, DatasetBundle
-from conun.data.splits import ForgetRetainSplit
-from conun.methods.base import UnlearningTask, get_method
+from conun.data.splits import ForgetRetainSplit, Scenario
+from conun.engine.task import StoppedBy
+from conun.evaluation.privacy import audit_model
 from conun.models.base import Classifier
 from conun.models.wrap import wrap_model
-from conun.reproducibility import seed_everything
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.unlearning import run_method
 
 DataLike = ArrayDataset | tuple[Tensor, Tensor] | Dataset[Any]
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+HELD_OUT_METRICS = ("test_acc", "forget_test_acc", "retain_test_acc")
+"""The accuracies measured on ``held_out`` (the run's "test" set)."""
+
 
 @dataclass
-class UnlearnResult:
+class UnlearnResult(Generic[ModuleT]):
     """What :func:`unlearn` returns.
 
     Attributes:
-        model: the unlearned classifier (the input model, modified in place).
-        seconds: wall-clock of the unlearning.
-        forget_batches: forget batches processed (loop methods).
-        passes: passes over the forget set (loop methods).
+        model: the model you passed (the same object, also when conun wrapped it to run the
+            method), now holding the unlearned weights, on the device it was on.
+        seconds: wall-clock of the unlearning (final evaluation and audit excluded).
+        forget_batches: forget batches processed (loop methods), else None.
+        passes: passes over the forget set (loop methods), else None.
         history: forget-set accuracy (and held-out accuracy) against forget batches processed.
-        stopped_by: "rule" when the stopping rule held, "max_passes" otherwise.
+        stopped_by: "rule" when the stopping rule held, "max_passes" when the loop ran out of
+            passes first, "done" for a method that is not a stopping loop and simply finished.
+        metrics: accuracies after unlearning: ``forget_train_acc`` (``forget``),
+            ``retain_train_acc`` (``retain``) and, with ``held_out``, ``test_acc`` on it (in the
+            class scenario also ``forget_test_acc`` and ``retain_test_acc``: on its samples of
+            the forgotten and of the other classes).
+        audit: with ``audit=True``, the privacy audit of the unlearned model: membership
+            inference with ``retain`` as members and ``held_out`` as non-members, keys and
+            meanings as :data:`conun.evaluation.privacy.AUDIT_COLUMNS`; else None.
     """
 
-    model: Classifier
+    model: ModuleT
     seconds: float
     forget_batches: int | None
     passes: float | None
     history: list[dict[str, float]]
-    stopped_by: str | None
+    stopped_by: StoppedBy
+    metrics: dict[str, float] = field(default_factory=dict)
+    audit: dict[str, float] | None = None
 
 
 def as_array_dataset(data: DataLike, *, name: str) -> ArrayDataset:
@@ -76,7 +95,7 @@ def as_array_dataset(data: DataLike, *, name: str) -> ArrayDataset:
 
 
 def unlearn(
-    model: nn.Module,
+    model: ModuleT,
     forget: DataLike,
     retain: DataLike,
     method: str = "contrastive",
@@ -85,6 +104,8 @@ def unlearn(
     scenario: Literal["auto", "class", "sample"] = "auto",
     head: str | None = None,
     num_classes: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    audit: bool = False,
     seed: int = 0,
     device: str = "cpu",
     batch_size: int | None = None,
@@ -92,9 +113,11 @@ def unlearn(
     max_passes: int | None = None,
     stop: bool = True,
     quiet: bool = True,
-    **options: Any,
-) -> UnlearnResult:
+) -> UnlearnResult[ModuleT]:
     """Remove ``forget``'s influence from ``model`` while keeping ``retain``'s.
+
+    The method runs on a copy of ``model``; when it has finished, the unlearned weights are
+    loaded into ``model`` itself, so that a run that fails leaves ``model`` as it was.
 
     Args:
         model: a :class:`~conun.models.base.Classifier`, or any ``nn.Module`` classifier whose
@@ -102,29 +125,41 @@ def unlearn(
         forget: the samples to forget, ``(N_f, C, H, W)`` images and ``(N_f,)`` labels.
         retain: the samples to keep, ``(N_r, C, H, W)`` and ``(N_r,)``.
         method: a registered method name (``conun.methods.available_methods()``).
-        held_out: samples the model never trained on; the stopping rule compares against them
-            (required by the rule unless ``stop=False``).
+        held_out: ``(N_v, C, H, W)`` and ``(N_v,)`` samples the model never trained on; the
+            stopping rule compares against them (required by the rule unless ``stop=False``),
+            and the audit takes them as non-members (required by ``audit``).
         scenario: "class" (forget whole classes), "sample", or "auto": "class" when no forget
             label occurs in ``retain``.
         head: name of the model's final layer, when ``model`` is not a conun Classifier.
         num_classes: C; inferred from the head or the labels when omitted.
+        options: the method's hyperparameters (e.g. ``{"temperature": 0.5}``, ``{"omega": 2}``),
+            over the method's shipped defaults for the scenario.
+        audit: also run the membership-inference audit on the unlearned model
+            (:attr:`UnlearnResult.audit`).
         seed: seed of every random draw.
-        device: "cpu", "cuda", "cuda:N" or "auto".
+        device: where the method runs: "cpu", "cuda", "cuda:N" or "auto".
         batch_size: forget batch size (default: the method's, per scenario).
         lr: learning rate of the unlearning optimizer (default 1e-3, SGD momentum 0.9).
         max_passes: bound on passes over the forget set (default 20).
         stop: apply the stopping rule; False runs ``max_passes`` passes.
         quiet: no progress bar.
-        **options: the method's hyperparameters (e.g. ``temperature``, ``omega``,
-            ``lambda_ul``).
 
     Returns:
-        The unlearned model (modified in place) and how the run went.
+        ``model`` with the unlearned weights, and how the run went.
+
+    Raises:
+        ValueError: missing ``held_out`` for the stopping rule or the audit, inconsistent
+            shapes, an unknown method, or invalid options (the allowed ones named).
     """
     if stop and held_out is None:
         raise ValueError(
             "the stopping rule needs held_out data the model never trained on; pass held_out=... "
             "or stop=False (then max_passes passes are run)"
+        )
+    if audit and held_out is None:
+        raise ValueError(
+            "the audit needs held_out data the model never trained on (its non-members); "
+            "pass held_out=..."
         )
     classifier = (
         model
@@ -140,25 +175,45 @@ def unlearn(
         raise ValueError(
             f"forget, retain and held_out images must share one (C, H, W); got {sorted(shapes)}"
         )
+    resolved: Scenario
+    if scenario == "auto":
+        overlap = torch.isin(forget_set.labels, retain_set.labels).any()
+        resolved = "sample" if bool(overlap) else "class"
+    else:
+        resolved = scenario
+    config = resolve_unlearn_config(
+        method,
+        resolved,
+        dataset=None,
+        layers=[
+            (
+                "conun.unlearn arguments",
+                _config_layer(
+                    seed=seed,
+                    device=device,
+                    stop=stop,
+                    has_held_out=held_set is not None,
+                    options=options,
+                    batch_size=batch_size,
+                    lr=lr,
+                    max_passes=max_passes,
+                ),
+            )
+        ],
+    ).config
     train = ArrayDataset(
         torch.cat([part.images for part in parts]), torch.cat([part.labels for part in parts])
     )
     classes = num_classes or classifier.num_classes or int(train.labels.max()) + 1
     num_forget, num_retain = len(forget_set), len(retain_set)
-    forget_index = torch.arange(num_forget)
-    retain_index = torch.arange(num_forget, num_forget + num_retain)
-    validation_index = torch.arange(num_forget + num_retain, len(train))
-    if scenario == "auto":
-        overlap = torch.isin(forget_set.labels, retain_set.labels).any()
-        scenario = "sample" if bool(overlap) else "class"
     split = ForgetRetainSplit(
-        scenario,
+        resolved,
         len(train),
-        forget_index,
-        retain_index,
-        validation_index,
+        torch.arange(num_forget),
+        torch.arange(num_forget, num_forget + num_retain),
+        torch.arange(num_forget + num_retain, len(train)),
         classes=tuple(int(c) for c in torch.unique(forget_set.labels))
-        if scenario == "class"
+        if resolved == "class"
         else (),
     )
     # The rule compares against the held-out samples (the "validation" split of this ad-hoc
@@ -171,9 +226,66 @@ def unlearn(
         mean=(0.0,),
         std=(1.0,),
     )
+    unlearned, record = run_method(
+        config,
+        classifier,
+        data,
+        split,
+        train_config=None,
+        original_seconds=None,
+        quiet=quiet,
+    )
+    privacy = (
+        audit_model(
+            unlearned,
+            data,
+            split,
+            seed=seed,
+            batch_size=config.eval_batch_size,
+            channels_last=config.channels_last,
+        )
+        if audit
+        else None
+    )
+    # The method ran on a copy (wrapped or not): the caller's own module takes its weights.
+    classifier.load_state_dict(unlearned.state_dict())
+    # Without held_out the run's "test" set was the forget set itself: no held-out accuracy.
+    dropped = HELD_OUT_METRICS if held_set is None else ()
+    metrics = {
+        key: float(value)
+        for key, value in record.metrics.items()
+        if key.endswith("_acc") and value is not None and key not in dropped
+    }
+    # Loops report "rule" or "max_passes"; other methods end their own way (their schedule).
+    reason = record.extra.get("stopped_by")
+    stopped_by: StoppedBy = reason if reason in ("rule", "max_passes") else "done"
+    return UnlearnResult(
+        model=model,
+        seconds=record.seconds,
+        forget_batches=record.forget_batches,
+        passes=record.passes,
+        history=record.history,
+        stopped_by=stopped_by,
+        metrics=metrics,
+        audit=privacy,
+    )
+
+
+def _config_layer(
+    *,
+    seed: int,
+    device: str,
+    stop: bool,
+    has_held_out: bool,
+    options: Mapping[str, Any] | None,
+    batch_size: int | None,
+    lr: float | None,
+    max_passes: int | None,
+) -> dict[str, Any]:
+    """The UnlearnConfig keys :func:`unlearn`'s arguments set, over the method's presets."""
     stopping: dict[str, Any] = {
         "rule": "auto" if stop else "none",
-        "eval_set": "validation" if held_set is not None else "test",
+        "eval_set": "validation" if has_held_out else "test",
     }
     if max_passes is not None:
         stopping["max_passes"] = max_passes
@@ -181,30 +293,13 @@ def unlearn(
         "seed": seed,
         "device": device,
         "stopping": stopping,
-        "options": options,
+        "options": dict(options or {}),
     }
     if batch_size is not None:
         layer["batch_size"] = batch_size
     if lr is not None:
         layer["optimizer"] = {"lr": lr}
-    config = build_unlearn_config(method, scenario, [layer])
-    runner = get_method(method).for_scenario(scenario, config.options)
-    task = UnlearningTask(
-        model=classifier,
-        data=data,
-        split=split,
-        config=config,
-        train_config=None,
-        original_seconds=None,
-        generator=seed_everything(seed),
-        quiet=quiet,
-    )
-    outcome = runner.run(task)
-    return UnlearnResult(
-        model=outcome.model,
-        seconds=outcome.seconds,
-        forget_batches=outcome.forget_batches,
-        passes=outcome.passes,
-        history=outcome.history,
-        stopped_by=outcome.extra.get("stopped_by"),
-    )
+    return layer
+
+
+__all__ = ["DataLike", "UnlearnResult", "as_array_dataset", "unlearn"]

@@ -72,7 +72,7 @@ class TrainConfig(RunSettings):
 
 
 class StoppingConfig(StrictModel):
-    """When an unlearning loop stops (PAPER.md, "Stopping rules")."""
+    """When an unlearning loop stops (Lee et al. 2025, Algorithm 1; docs/method.md)."""
 
     rule: Literal["auto", "none"] = "auto"
     """``auto``: the scenario's rule (class: forget accuracy <= 1/C; sample: forget accuracy <=
@@ -201,23 +201,25 @@ def config_to_yaml(config: StrictModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def build_unlearn_config(
-    method: str,
-    scenario: str,
+def build_train_config(
+    dataset: str,
     layers: Iterable[Mapping[str, Any] | None] = (),
     overrides: Sequence[str] = (),
     *,
-    dataset: str | None = None,
-) -> UnlearnConfig:
-    """An :class:`UnlearnConfig` for ``method`` on ``scenario``.
+    preset: str | None = None,
+) -> TrainConfig:
+    """A :class:`TrainConfig` for ``dataset``.
 
-    Layers, last wins: the method's shipped preset ``configs/unlearn/<method>-<scenario>.yaml``,
-    the dataset's ``configs/unlearn/<dataset>/<method>-<scenario>.yaml`` (where present),
-    ``layers``, then ``overrides``. The CLI, the demo and the Python API all build their
-    unlearning configs here, so that one request gets the same settings whichever way it comes.
+    Layers, last wins: the shipped preset ``configs/train/<preset>.yaml`` (default: the
+    dataset's, where there is one), ``{"dataset": dataset}``, ``layers``, then ``overrides``.
+    The CLI, the demo, the bench and the scripts build their training configs here, so that one
+    recipe gets the same settings whichever way it comes.
+
+    Raises:
+        ConfigError: ``preset`` is not a shipped train preset, or the layers do not validate.
     """
-    presets = [preset_path("unlearn", f"{method}-{scenario}")]
-    if dataset is not None:
-        presets.append(preset_path(f"unlearn/{dataset}", f"{method}-{scenario}"))
-    preset_layers = [read_yaml(path) for path in presets if path is not None]
-    return build_config(UnlearnConfig, [*preset_layers, {"method": method}, *layers], overrides)
+    path = preset_path("train", preset or dataset)
+    if preset is not None and path is None:
+        raise ConfigError(f"unknown train preset {preset!r}")
+    base = read_yaml(path) if path is not None else None
+    return build_config(TrainConfig, [base, {"dataset": dataset}, *layers], overrides)

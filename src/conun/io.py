@@ -9,6 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+RESULTS_FILE = "results.json"
+"""Every run directory's results file. Named here, at the bottom of the layers: the evaluation
+writes it and :mod:`conun.viz`, which never imports the evaluation, reads it."""
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it.

@@ -21,7 +21,7 @@ from conun.bench import (
 from conun.bench import grid as grid_module
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.evaluation.results import validate_results
-from conun.workflows.runs import run_method as real_run_method
+from conun.workflows.unlearning import run_method as real_run_method
 
 REQUESTS = ("class5", "fraction0.05")
 METHODS = ("original", "retrain", "contrastive", "finetune")
@@ -43,9 +43,9 @@ def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
     real = real_run_method
 
-    def counting(method: Any, model: Any, data: Any, split: Any, *args: Any, **kw: Any) -> Any:
-        calls.append((split.scenario, method.name))
-        return real(method, model, data, split, *args, **kw)
+    def counting(config: Any, model: Any, data: Any, split: Any, *args: Any, **kw: Any) -> Any:
+        calls.append((split.scenario, config.method))
+        return real(config, model, data, split, *args, **kw)
 
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the cached original was trained again")
@@ -131,10 +131,10 @@ def test_failed_cell_is_reported_and_retried(
         cell_file(out, "fraction0.05", method).unlink()
     real = real_run_method
 
-    def failing(method: Any, *args: Any, **kwargs: Any) -> Any:
-        if method.name == "contrastive":
+    def failing(config: Any, *args: Any, **kwargs: Any) -> Any:
+        if config.method == "contrastive":
             raise RuntimeError("simulated crash")
-        return real(method, *args, **kwargs)
+        return real(config, *args, **kwargs)
 
     monkeypatch.setattr(grid_module, "run_method", failing)
     with pytest.raises(BenchFailedError, match="seed 0 / fraction0.05 / contrastive") as caught:

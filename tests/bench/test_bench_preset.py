@@ -144,7 +144,10 @@ def test_invalid_presets_name_the_problem(tmp_path: Path, text: str, expected: l
     "text, expected",
     [
         (GOOD + "train: {epochs: 0}\n", ["train section", "epochs", "greater than or equal to 1"]),
-        (GOOD + "train: {optimizer: {lr: 1}}\n", ["train section", "optimizer: unknown key"]),
+        (
+            GOOD + "train: {optimizer: {rate: 1}}\n",
+            ["train section", "optimizer.rate: unknown key"],
+        ),
         (GOOD + "unlearn: {optimizer: {lr: -1}}\n", ["cell seed 0 / class5", "optimizer.lr"]),
         (
             GOOD.replace("{class: [5]}", "{class: [5], methods: [contrastive, lcodec]}"),

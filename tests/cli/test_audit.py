@@ -12,7 +12,7 @@ from conun.cli import main
 from conun.evaluation.distances import DISTANCE_COLUMNS
 from conun.evaluation.privacy import AUDIT_COLUMNS
 from conun.evaluation.results import validate_results
-from conun.workflows.runs import TrainedModel
+from conun.workflows.training import TrainedModel
 
 
 def invoke(*args: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from conun.cli import main
 from conun.engine.checkpoint import CheckpointMeta, read_checkpoint_meta, save_checkpoint
 from conun.evaluation.results import validate_results
 from conun.models import build_model
-from conun.workflows.runs import TrainedModel
+from conun.workflows.training import TrainedModel
 
 
 def invoke(*args: str) -> tuple[int, str]:

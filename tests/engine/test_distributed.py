@@ -15,7 +15,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conun.config import build_unlearn_config
 from conun.data.batching import shuffled_batches
 from conun.distributed.group import average_gradients, context, gather_rows, shard
 from conun.evaluation.accuracy import predict
@@ -23,6 +22,7 @@ from conun.evaluation.results import RESULTS_FILE
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.registry import build_model
+from conun.workflows.configs import resolve_unlearn_config
 
 WORLD = 2
 
@@ -59,7 +59,7 @@ def _worker(rank: int, init_file: str, results: dict[int, dict[str, object]]) ->
     torch.set_num_threads(1)
     model = _model()
     batch = _batch()
-    config = build_unlearn_config("contrastive", "sample")
+    config = resolve_unlearn_config("contrastive", "sample", dataset=None).config
     options = {**config.options, "distributed_loss": "global", "detach_retain": False}
     method = ContrastiveUnlearning.for_scenario("sample", options)
     assert isinstance(method, ContrastiveUnlearning)

@@ -1,9 +1,11 @@
-"""Resumable runs: an interrupted training or unlearning run, continued from its last saved
-state, ends with exactly the weights of an uninterrupted run with the same seed; a NaN stops
-a run with the step named and keeps the last good state; a killed CLI run resumes."""
+"""Resumable runs: an interrupted training or unlearning run (the shared loop, and SCRUB, UNSIR
+and L-CODEC with their own schedules), continued from its last saved state, ends with exactly the
+weights and history of an uninterrupted run with the same seed; a NaN stops a run with the step
+named and keeps the last good state; a killed CLI run resumes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,13 +22,17 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conun.cli import main
-from conun.config import TrainConfig, build_unlearn_config
+from conun.config import TrainConfig
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
 from conun.engine.training import NonFiniteLossError
 from conun.evaluation.results import RESULTS_FILE
 from conun.methods import get_method
-from conun.workflows.runs import ForgetSpec, TrainedModel, run_method, train_original
+from conun.methods.lcodec import LCodec
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel, train_original
+from conun.workflows.unlearning import run_method
 
 
 class SimulatedCrashError(Exception):
@@ -105,22 +111,20 @@ def test_unlearning_resumes_to_the_uninterrupted_weights(
     split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
     # A fixed number of passes with a check every 2 batches: the run is long enough to be
     # interrupted mid-pass, and the history (checks) must continue where it stopped.
-    config = build_unlearn_config(
-        method,
-        scenario,
-        [{"stopping": {"rule": "none", "max_passes": 3, "check_every": 2}, "options": options}],
-        dataset="digits",
-    )
+    layer = {"stopping": {"rule": "none", "max_passes": 3, "check_every": 2}, "options": options}
+    config = resolve_unlearn_config(
+        method, scenario, dataset="digits", layers=[("test", layer)]
+    ).config
     runner = get_method(method).for_scenario(scenario, config.options)
     train_config = TrainConfig.model_validate(trained.meta.train_config)
 
     def run(resume: Resumable | None) -> tuple[dict[str, torch.Tensor], Any]:
         model, record = run_method(
-            runner,
+            config,
             trained.model,
             trained.data,
             split,
-            config,
+            method=runner,
             train_config=train_config,
             original_seconds=None,
             quiet=True,
@@ -138,6 +142,124 @@ def test_unlearning_resumes_to_the_uninterrupted_weights(
     assert_same_weights(whole, resumed)
     assert record.history == whole_record.history
     assert record.forget_batches == whole_record.forget_batches
+
+
+def _run_digits(
+    trained: TrainedModel,
+    spec: ForgetSpec,
+    method: str,
+    config: dict[str, Any],
+    resume: Resumable | None = None,
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """``method`` on the digits original with ``config`` over its presets: weights and record."""
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    unlearn_config = resolve_unlearn_config(
+        method, split.scenario, dataset="digits", layers=[("test", config)]
+    ).config
+    model, record = run_method(
+        unlearn_config,
+        trained.model,
+        trained.data,
+        split,
+        train_config=TrainConfig.model_validate(trained.meta.train_config),
+        original_seconds=None,
+        quiet=True,
+        resume=resume,
+    )
+    return model.state_dict(), record
+
+
+def assert_same_run(record: Any, whole: Any) -> None:
+    """Same history, counters and method numbers (all but the timings)."""
+    assert record.history == whole.history
+    assert (record.forget_batches, record.passes) == (whole.forget_batches, whole.passes)
+    untimed = {k: v for k, v in whole.extra.items() if k != "check_seconds"}
+    assert {k: v for k, v in record.extra.items() if k != "check_seconds"} == untimed
+
+
+# Class 5 of digits: 130 forget and 1162 retain samples.
+SCRUB_SMALL = {
+    "batch_size": 16,  # 9 max-steps per max pass
+    "options": {"epochs": 3, "msteps": 2, "retain_batch_size": 64},  # 19 min-steps per epoch
+}
+# 900 retain (100 per class) + 2 x 64 noise: 17 impair steps, then 2 x 15 repair steps; the
+# 5 noise steps per class are Adam steps too (the crash counts them; resume.every does not).
+UNSIR_SMALL = {
+    "batch_size": 64,
+    "options": {
+        "noise_steps": 5,
+        "noise_batch_size": 64,
+        "noise_repeats": 2,
+        "retain_per_class": 100,
+        "repair_epochs": 2,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "config", "every", "crash", "saved"),
+    [
+        ("scrub", SCRUB_SMALL, 4, 6, {"steps": 4, "epoch": 1, "phase": "max"}),
+        ("scrub", SCRUB_SMALL, 20, 45, {"steps": 40, "epoch": 2, "phase": "min"}),
+        ("unsir", UNSIR_SMALL, 5, 5 + 8, {"steps": 5, "phase": 1}),  # impair
+        ("unsir", UNSIR_SMALL, 20, 5 + 30, {"steps": 20, "phase": 2, "epoch": 0}),  # repair
+    ],
+)
+def test_scrub_and_unsir_resume_mid_phase_to_the_uninterrupted_run(
+    digits_run: tuple[Path, TrainedModel],
+    tmp_path: Path,
+    interrupt_after: Callable[[int], None],
+    method: str,
+    config: dict[str, Any],
+    every: int,
+    crash: int,
+    saved: dict[str, Any],
+) -> None:
+    _, trained = digits_run
+    spec = ForgetSpec(classes=(5,))
+    config = {**config, "stopping": {"rule": "none"}}
+    whole, whole_record = _run_digits(trained, spec, method, config)
+    interrupt_after(crash)
+    with pytest.raises(SimulatedCrashError):
+        _run_digits(trained, spec, method, config, Resumable(tmp_path, every, "unlearn", {}))
+    state = read_state(tmp_path, kind="unlearn")
+    assert {key: state.loop[key] for key in saved} == saved
+    resumed, record = _run_digits(
+        trained, spec, method, config, Resumable(tmp_path, every, "unlearn", {}, state)
+    )
+    assert_same_weights(whole, resumed)
+    assert_same_run(record, whole_record)
+
+
+def test_lcodec_resumes_after_its_last_removal_batch(
+    digits_run: tuple[Path, TrainedModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, trained = digits_run
+    spec = ForgetSpec(fraction=0.05)  # 65 samples: 5 removal batches of <= 16
+    config = {"batch_size": 16, "options": {"perturbations": 200, "hessian_samples": 16}}
+    whole, whole_record = _run_digits(trained, spec, "lcodec", config)
+
+    remove_batch = LCodec.remove_batch
+    calls = 0
+
+    def crash_on_the_third(self: LCodec, *args: Any, **kwargs: Any) -> dict[str, float]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise SimulatedCrashError("interrupted in removal batch 3")
+        return remove_batch(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LCodec, "remove_batch", crash_on_the_third)
+        with pytest.raises(SimulatedCrashError):
+            _run_digits(trained, spec, "lcodec", config, Resumable(tmp_path, 1, "unlearn", {}))
+    state = read_state(tmp_path, kind="unlearn")
+    assert state.loop["position"] == 2 and len(state.loop["removals"]) == 2
+    resumed, record = _run_digits(
+        trained, spec, "lcodec", config, Resumable(tmp_path, 1, "unlearn", {}, state)
+    )
+    assert_same_weights(whole, resumed)
+    assert record.extra == whole_record.extra and len(record.extra["removals"]) == 5
 
 
 def test_a_state_is_only_continued_under_the_settings_it_was_saved_with(
@@ -217,6 +339,32 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "conun", *args]
 
 
+def _kill_after_the_second_save(
+    args: list[str], out: Path, environment: dict[str, str], *, progress: str
+) -> int:
+    """Start ``conun ARGS --out OUT``, SIGKILL it once it has saved a second state (the loop's
+    ``progress`` counter moved past the first save's) and return the saved ``progress``."""
+    process = subprocess.Popen(
+        _cli(*args, "--out", str(out)), env=environment, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not (out / RESUME_FILE).exists():
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "no resumable state was written in 120 s"
+        time.sleep(0.02)
+    # Let it run past the first save, then kill it without warning.
+    first = read_state(out, kind="unlearn").loop[progress]
+    while read_state(out, kind="unlearn").loop[progress] == first:
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    saved: int = read_state(out, kind="unlearn").loop[progress]
+    assert not (out / CHECKPOINT_FILE).exists(), "the run finished before it was killed"
+    return saved
+
+
 def test_a_killed_unlearning_run_resumes_to_the_same_weights(
     digits_run: tuple[Path, TrainedModel], tmp_path: Path
 ) -> None:
@@ -239,24 +387,7 @@ def test_a_killed_unlearning_run_resumes_to_the_same_weights(
     ]
     environment = {**os.environ, "PYTHONHASHSEED": "0"}
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        _cli(*args, "--out", str(killed)), env=environment, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 120
-    while not (killed / RESUME_FILE).exists():
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        assert time.monotonic() < deadline, "no resumable state was written in 120 s"
-        time.sleep(0.02)
-    # Let it run past the first save, then kill it without warning.
-    first = read_state(killed, kind="unlearn").loop["steps"]
-    while read_state(killed, kind="unlearn").loop["steps"] == first:
-        assert process.poll() is None
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    saved = read_state(killed, kind="unlearn").loop["steps"]
-    assert not (killed / CHECKPOINT_FILE).exists(), "the run finished before it was killed"
+    saved = _kill_after_the_second_save(args, killed, environment, progress="steps")
 
     subprocess.run(_cli(*args, "--resume", str(killed)), env=environment, check=True)
     whole = tmp_path / "whole"
@@ -265,4 +396,74 @@ def test_a_killed_unlearning_run_resumes_to_the_same_weights(
         load_file(str(whole / CHECKPOINT_FILE)), load_file(str(killed / CHECKPOINT_FILE))
     )
     assert 10 <= saved < 1200
+    assert not (killed / RESUME_FILE).exists()
+
+
+def _untimed_runs(directory: Path) -> list[dict[str, Any]]:
+    """results.json's runs without their timings."""
+    runs = json.loads((directory / RESULTS_FILE).read_text())["runs"]
+    for run in runs:
+        run.pop("seconds")
+        run.pop("check_seconds", None)
+    return list(runs)
+
+
+@pytest.mark.parametrize(
+    ("method", "request_args", "settings", "progress"),
+    [
+        # 2 x 9 max-steps and 4 x 73 min-steps: ~310 steps (about a second), a state every 10.
+        (
+            "scrub",
+            ["--forget-class", "5"],
+            ["batch_size=16", "options.retain_batch_size=16", "options.epochs=4"],
+            "steps",
+        ),
+        # 65 impair steps, then 4 x 57 repair steps: ~290 steps, a state every 10.
+        (
+            "unsir",
+            ["--forget-class", "5"],
+            [
+                "batch_size=16",
+                "options.noise_steps=5",
+                "options.noise_batch_size=64",
+                "options.retain_per_class=100",
+                "options.repair_epochs=4",
+            ],
+            "steps",
+        ),
+        # 9 removal batches of <= 8 samples (about 0.15 s each), a state after each.
+        (
+            "lcodec",
+            ["--forget-fraction", "0.05"],
+            ["batch_size=8", "options.perturbations=50", "options.hessian_samples=16"],
+            "position",
+        ),
+    ],
+)
+def test_a_killed_run_of_a_method_with_its_own_schedule_resumes_to_the_same_run(
+    digits_run: tuple[Path, TrainedModel],
+    tmp_path: Path,
+    method: str,
+    request_args: list[str],
+    settings: list[str],
+    progress: str,
+) -> None:
+    """As above for SCRUB, UNSIR and L-CODEC: same weights, same history and numbers."""
+    run_dir, _ = digits_run
+    args = ["unlearn", "--checkpoint", str(run_dir), "--method", method, *request_args]
+    args += ["--quiet", "--save-every", "10", "--set", "stopping.rule=none"]
+    for setting in settings:
+        args += ["--set", setting]
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    killed = tmp_path / "killed"
+    saved = _kill_after_the_second_save(args, killed, environment, progress=progress)
+    assert saved >= 2
+
+    subprocess.run(_cli(*args, "--resume", str(killed)), env=environment, check=True)
+    whole = tmp_path / "whole"
+    subprocess.run(_cli(*args, "--out", str(whole)), env=environment, check=True)
+    assert_same_weights(
+        load_file(str(whole / CHECKPOINT_FILE)), load_file(str(killed / CHECKPOINT_FILE))
+    )
+    assert _untimed_runs(killed) == _untimed_runs(whole)
     assert not (killed / RESUME_FILE).exists()

@@ -12,7 +12,7 @@ import torch
 
 from conun.config import TrainConfig
 from conun.evaluation.results import validate_results
-from conun.workflows.runs import TrainedModel, train_original
+from conun.workflows.training import TrainedModel, train_original
 
 
 def test_same_seed_gives_identical_weights_and_metrics(

@@ -1,18 +1,27 @@
-"""The unlearning loop's guards: a non-finite loss stops the run and names the step."""
+"""The unlearning loop's guards (a non-finite loss stops the run and names the step) and the
+pieces every loop shares (conun.engine.monitor): checks recorded in order and carried over a
+resume, save points rounded up to a loop's unit, batches on the device."""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from conun.config import build_unlearn_config
+from conun.engine.monitor import BatchLoader, LoopResume, RunClock, StoppingMonitor
+from conun.engine.resume import Resumable
+from conun.engine.task import UnlearningTask
 from conun.engine.training import NonFiniteLossError
 from conun.methods.base import LossTerms, UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
+from conun.workflows.unlearning import run_method
 
 
 class ExplodesAtThirdStep(ContrastiveUnlearning):
@@ -31,16 +40,16 @@ class ExplodesAtThirdStep(ContrastiveUnlearning):
 def test_nan_loss_stops_with_the_step_named(digits_run: tuple[Path, TrainedModel]) -> None:
     _, trained = digits_run
     split = ForgetSpec(classes=(4,)).resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    config = build_unlearn_config("contrastive", "class", dataset="digits")
+    config = resolve_unlearn_config("contrastive", "class", dataset="digits").config
     method = ExplodesAtThirdStep.for_scenario("class", config.options)
     before = {k: v.clone() for k, v in trained.model.state_dict().items()}
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at batch 1 \(pass 1, step 3\)"):
         run_method(
-            method,
+            config,
             trained.model,
             trained.data,
             split,
-            config,
+            method=method,
             train_config=None,
             original_seconds=None,
             quiet=True,
@@ -48,3 +57,71 @@ def test_nan_loss_stops_with_the_step_named(digits_run: tuple[Path, TrainedModel
     # run_method works on a copy: the caller's model is untouched.
     for name, tensor in trained.model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def digits_task(trained: TrainedModel, **changes: object) -> UnlearningTask:
+    """Forgetting class 4 from the digits original with contrastive's settings (and ``changes``)."""
+    split = ForgetSpec(classes=(4,)).resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    layers = [("test", dict(changes))]
+    config = resolve_unlearn_config("contrastive", "class", dataset="digits", layers=layers).config
+    return UnlearningTask(
+        model=copy.deepcopy(trained.model),
+        data=trained.data,
+        split=split,
+        config=config,
+        train_config=None,
+        original_seconds=None,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_the_monitor_records_checks_in_order_and_carries_them_over_a_resume(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    task = digits_task(trained, stopping={"rule": "auto"})
+    monitor = StoppingMonitor.for_task(task, task.model)
+    result = monitor.check({"batch": 0, "pass": 0})
+    # The position first, in the loop's order, then the accuracies.
+    assert list(monitor.history[0]) == ["batch", "pass", "forget_train_acc", "held_out_acc"]
+    assert monitor.last == result and result.forget_acc > 0.9  # the original knows class 4
+    assert not monitor.holds and monitor.check_seconds > 0
+    # Through JSON, as in a resumable state: the same history, last check and verdict.
+    resumed = StoppingMonitor.for_task(digits_task(trained, stopping={"rule": "auto"}), task.model)
+    resumed.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+    assert resumed.history == monitor.history and resumed.last == monitor.last
+    assert resumed.check_seconds == monitor.check_seconds and not resumed.holds
+
+
+def test_save_points_are_rounded_up_to_the_loops_unit(
+    digits_run: tuple[Path, TrainedModel], tmp_path: Path
+) -> None:
+    _, trained = digits_run
+    task = digits_task(trained)
+    assert not LoopResume(task, None, RunClock(None)).due(0, 100)  # no Resumable: never
+    task.resume = Resumable(tmp_path, 4, "unlearn", {})
+    saves = LoopResume(task, None, RunClock(task.resume))
+    assert saves.saving and saves.state is None
+    assert saves.due(3, 4) and not saves.due(4, 7)
+    assert saves.due(6, 9)  # a unit of 3 steps that passes step 8 saves after it
+
+
+def test_batches_are_the_indexed_samples_on_the_device(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    load = BatchLoader.training_set(digits_task(trained))
+    index = torch.tensor([5, 0, 17])
+    images, labels = load(index)  # one process: the whole batch
+    assert torch.equal(images, trained.data.train.images[index])
+    assert torch.equal(labels, trained.data.train.labels[index])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batches_come_in_the_runs_memory_format(channels_last: bool) -> None:
+    # Three channels: a one-channel batch is contiguous in both formats alike.
+    images, labels = torch.randn(6, 3, 4, 4), torch.arange(6)
+    load = BatchLoader(images, labels, torch.device("cpu"), channels_last)
+    batch, _ = load.whole(torch.tensor([4, 1]))
+    assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.equal(batch, images[[4, 1]])

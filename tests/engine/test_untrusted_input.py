@@ -16,7 +16,7 @@ from conun.config import read_yaml
 from conun.data.splits import ForgetRequestError, read_ids_file
 from conun.engine.checkpoint import CheckpointError, load_checkpoint
 from conun.engine.resume import RESUME_FILE, ResumeError, read_state
-from conun.workflows.runs import TrainedModel
+from conun.workflows.training import TrainedModel
 
 
 class Payload:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.registry import load_dataset
 from conun.data.splits import ForgetRetainSplit
+from conun.evaluation.accuracy import model_logits
 from conun.evaluation.privacy import (
     ATTACKS,
     AUDIT_COLUMNS,
@@ -37,10 +38,9 @@ from conun.evaluation.privacy import (
     membership_attack,
     membership_scores,
     mia_efficacy,
-    model_logits,
     tpr_at_fpr,
 )
-from conun.workflows.runs import TrainedModel
+from conun.workflows.training import TrainedModel
 
 # --- per-sample scores -------------------------------------------------------------------------
 

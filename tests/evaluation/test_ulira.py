@@ -26,21 +26,23 @@ from sklearn.metrics import roc_auc_score
 from conun.config import ConfigError, TrainConfig
 from conun.evaluation.ulira import (
     MIN_SHADOWS,
-    ShadowJob,
     ShadowResult,
     ULiraError,
     load_shadow_results,
     logit_scaled_confidence,
-    plan_shadow_jobs,
-    run_shadow,
-    run_shadow_jobs,
-    run_ulira,
     save_shadow_results,
     ulira_attack,
     ulira_scores,
 )
 from conun.methods.base import UnknownMethodError
-from conun.workflows.runs import load_training_data, validation_indices
+from conun.workflows.inputs import load_training_data, validation_indices
+from conun.workflows.ulira_shadows import (
+    ShadowJob,
+    plan_shadow_jobs,
+    run_shadow,
+    run_shadow_jobs,
+    run_ulira,
+)
 
 DESIGN_EFFECT = 2.0
 

@@ -18,7 +18,7 @@ def loop_reference(
     retain_y: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
-    """PAPER.md's per-anchor formula written as plain loops, in float64."""
+    """The per-anchor formula of Lee et al. 2025 (Eq. 5-6) as plain loops, in float64."""
     losses = []
     for i in range(forget_z.shape[0]):
         pulls, pushes = [], []

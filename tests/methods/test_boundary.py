@@ -24,7 +24,8 @@ from conun.methods.boundary import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 

@@ -12,7 +12,8 @@ from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 
 def test_class_unlearning_forgets_the_class_and_keeps_the_rest(

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conun.config import TrainConfig, build_unlearn_config
+from conun.config import TrainConfig
 from conun.evaluation.results import RunRecord
 from conun.methods import get_method
 from conun.methods.base import UnlearningMethod, UnlearningTask
@@ -26,7 +26,10 @@ from conun.methods.distillation import (
     scrub_learning_rate,
 )
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
+from conun.workflows.unlearning import run_method
 
 CLASS_FIVE = ForgetSpec(classes=(5,))
 FIVE_PERCENT = ForgetSpec(fraction=0.05)
@@ -60,18 +63,20 @@ def run_keeping_method(
     """Like conftest's ``unlearn_on_digits``, but returns the method object too (its teachers)."""
     name = method if isinstance(method, str) else method.name
     split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = build_unlearn_config(name, split.scenario, [config], dataset="digits")
+    unlearn_config = resolve_unlearn_config(
+        name, split.scenario, dataset="digits", layers=[("test", config)]
+    ).config
     runner = (
         get_method(method).for_scenario(split.scenario, unlearn_config.options)
         if isinstance(method, str)
         else method
     )
     _, record = run_method(
-        runner,
+        unlearn_config,
         trained.model,
         trained.data,
         split,
-        unlearn_config,
+        method=runner,
         train_config=TrainConfig.model_validate(trained.meta.train_config),
         original_seconds=trained.meta.seconds,
         quiet=True,
@@ -154,7 +159,9 @@ def test_scrub_teacher_stays_bit_identical_and_the_class_is_forgotten(
     method, record = run_keeping_method(trained, CLASS_FIVE, "scrub", **SCRUB_DIGITS)
     assert isinstance(method, Scrub) and method.teacher is not None
     # The preset's SGD has momentum 0.9 and weight decay 5e-4: neither touched the teacher.
-    config = build_unlearn_config("scrub", "class", [SCRUB_DIGITS], dataset="digits")
+    config = resolve_unlearn_config(
+        "scrub", "class", dataset="digits", layers=[("test", SCRUB_DIGITS)]
+    ).config
     assert config.optimizer.momentum > 0 and config.optimizer.weight_decay > 0
     assert_bit_identical(method.teacher, original)
     assert not method.teacher.training
@@ -211,7 +218,7 @@ def test_incompetent_teacher_is_a_seeded_random_network(
 ) -> None:
     _, trained = digits_run
     split = CLASS_FIVE.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    config = build_unlearn_config("bad_teacher", "class", [], dataset="digits")
+    config = resolve_unlearn_config("bad_teacher", "class", dataset="digits").config
 
     def build(seed: int) -> Classifier:
         task = UnlearningTask(

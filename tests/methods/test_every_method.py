@@ -10,7 +10,8 @@ import pytest
 
 from conun.evaluation.results import Results, RunRecord
 from conun.methods import METHODS
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 # Only the scenarios each method is meant for: nothing is skipped.
 CASES = [

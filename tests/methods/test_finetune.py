@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conun.config import ConfigError, TrainConfig, build_unlearn_config
+from conun.config import ConfigError, TrainConfig
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.finetune import (
@@ -24,7 +24,10 @@ from conun.methods.finetune import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
-from conun.workflows.runs import ForgetSpec, TrainedModel, run_method
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
+from conun.workflows.unlearning import run_method
 
 CLASS_5 = ForgetSpec(classes=(5,))
 
@@ -35,16 +38,18 @@ def run_keeping_model(
     """Like the ``run_on_digits`` fixture, but also return the unlearned model and the method
     object (whose masks the tests inspect)."""
     split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = build_unlearn_config(method, split.scenario, [config], dataset="digits")
+    unlearn_config = resolve_unlearn_config(
+        method, split.scenario, dataset="digits", layers=[("test", config)]
+    ).config
     runner = (Finetune if method == "finetune" else L1Sparse).for_scenario(
         split.scenario, unlearn_config.options
     )
     model, record = run_method(
-        runner,
+        unlearn_config,
         trained.model,
         trained.data,
         split,
-        unlearn_config,
+        method=runner,
         train_config=TrainConfig.model_validate(trained.meta.train_config),
         original_seconds=trained.meta.seconds,
         quiet=True,

@@ -15,9 +15,10 @@ from torch import nn
 
 from conun.config import ConfigError
 from conun.evaluation.results import RunRecord
-from conun.methods import get_method
+from conun.methods import METHODS, get_method
 from conun.methods.base import UnsupportedScenarioError
 from conun.methods.lcodec import (
+    LCodec,
     LCodecOptions,
     SelectionTooLargeError,
     codec,
@@ -35,7 +36,8 @@ from conun.methods.lcodec import (
     unit_layers,
     write_selected_,
 )
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 FAST = {"perturbations": 200, "hessian_samples": 16}
 """Cheap settings for tests: fewer perturbations, a 16-sample Hessian."""
@@ -250,6 +252,11 @@ def test_gaussian_mechanism_matches_their_noisy_return() -> None:
         gradient_lipschitz=1.0,
     )
     assert actual == pytest.approx(expected) and actual == pytest.approx(6.21e-3, rel=1e-2)
+
+
+def test_the_package_registers_the_method_once() -> None:
+    assert get_method("lcodec") is LCodec and LCodec.__module__ == "conun.methods.lcodec.method"
+    assert [name for name, method in METHODS.items() if method is LCodec] == ["lcodec"]
 
 
 def test_options_and_scenarios_are_checked() -> None:

@@ -24,7 +24,9 @@ from conun.methods.one_shot import (
     output_layer_names,
 )
 from conun.models import build_model
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 SAMPLES = ForgetSpec(fraction=0.05)
@@ -201,19 +203,20 @@ def test_ssd_forgets_a_digits_class_by_shrinking_few_weights(
 def test_ssd_edits_only_selected_weights_on_digits(
     digits_run: tuple[Path, TrainedModel],
 ) -> None:
-    from conun.config import build_unlearn_config
-    from conun.workflows.runs import run_method
+    from conun.workflows.unlearning import run_method
 
     _, trained = digits_run
     split = SAMPLES.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    config = build_unlearn_config("ssd", "sample", [{"seed": 1}], dataset="digits")
+    config = resolve_unlearn_config(
+        "ssd", "sample", dataset="digits", layers=[("test", {"seed": 1})]
+    ).config
     method = SelectiveSynapticDampening.for_scenario("sample", config.options)
     edited, record = run_method(
-        method,
+        config,
         trained.model,
         trained.data,
         split,
-        config,
+        method=method,
         train_config=None,
         original_seconds=None,
         quiet=True,
@@ -245,21 +248,20 @@ def test_fisher_forgets_a_digits_class_and_keeps_the_rest(
 def test_fisher_noise_follows_the_posterior(digits_run: tuple[Path, TrainedModel]) -> None:
     """On the real model: weight - mean, divided by the posterior's standard deviation, is
     standard normal, and the forgotten class's head row is noise around 0."""
-    from conun.config import build_unlearn_config
-    from conun.workflows.runs import run_method
+    from conun.workflows.unlearning import run_method
 
     _, trained = digits_run
     split = CLASS_5.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    config = build_unlearn_config(
-        "fisher", "class", [{"options": {"max_samples": 200}}], dataset="digits"
-    )
+    config = resolve_unlearn_config(
+        "fisher", "class", dataset="digits", layers=[("test", {"options": {"max_samples": 200}})]
+    ).config
     method = FisherForgetting.for_scenario("class", config.options)
     edited, _ = run_method(
-        method,
+        config,
         trained.model,
         trained.data,
         split,
-        config,
+        method=method,
         train_config=None,
         original_seconds=None,
         quiet=True,

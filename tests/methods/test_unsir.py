@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conun.config import build_unlearn_config
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnsupportedScenarioError
 from conun.methods.unsir import Unsir, learn_error_maximizing_noise, retain_subset
-from conun.workflows.runs import ForgetSpec, TrainedModel
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
 
 CLASS_5 = ForgetSpec(classes=(5,))
 
@@ -110,7 +111,7 @@ def test_unsir_forgets_class_5_on_digits_and_repair_restores_utility(
     # The digits preset (2 noise copies, 5 repair epochs; see its comment) is layered on the
     # notebook's defaults. Measured drops of retain test accuracy on seeds 0-4: 0.3-2.8 points.
     record = run_on_digits(trained, CLASS_5, "unsir")
-    digits = build_unlearn_config("unsir", "class", [], dataset="digits").options
+    digits = resolve_unlearn_config("unsir", "class", dataset="digits").config.options
     assert (digits["noise_repeats"], digits["repair_epochs"]) == (2, 5)
     metrics = record.metrics
     assert metrics["forget_train_acc"] <= 0.1 and metrics["forget_test_acc"] <= 0.1

@@ -1,8 +1,8 @@
 """``conun report``: the HTML page and its Markdown twin from a demo run and a smoke bench.
 
 The HTML is parsed (tables, images, every reference to another resource) and rendered in
-headless Chromium, which must show every embedded image. Chromium is required: CI installs
-Debian's ``chromium`` package (.ci/run); a missing browser fails the test, it is not skipped.
+headless Chromium, which must show every embedded image. Chromium is required (`make test`
+installs Debian's ``chromium`` package); a missing browser fails the test, it is not skipped.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from conun.viz import (
+    UTILITY_METRICS,
     FigurePaths,
     collect_panels,
     forgetting_curve,
@@ -192,7 +194,7 @@ def test_forgetting_curve_plots_each_history(results: dict[str, Any]) -> None:
         "sample scenario: 65 samples",
     ]
     class_lines = lines_by_label(figure, 0)
-    assert set(class_lines) == {"contrastive", "neggrad", "retrain"}  # fisher: one-shot
+    assert set(class_lines) == {"contrastive", "neggrad", "fisher", "retrain"}
     for method, history in (
         ("contrastive", CONTRASTIVE_CLASS_HISTORY),
         ("neggrad", NEGGRAD_CLASS_HISTORY),
@@ -215,15 +217,61 @@ def test_forgetting_curve_held_out_and_seeds(results: dict[str, Any]) -> None:
     class_lines = figure.axes[0].get_lines()
     held_out = lines_by_label(figure, 0)["contrastive (held out)"]
     assert list(held_out.get_ydata()) == [h["held_out_acc"] for h in CONTRASTIVE_CLASS_HISTORY]
-    # two seeds x two methods x (forget + held out) + the retrain line; only seed 0 labelled
-    assert len(class_lines) == 9
+    # two seeds x two methods x (forget + held out) + two fisher points (one-shot: no held-out
+    # curve) + the retrain line; only seed 0 labelled
+    assert len(class_lines) == 11
     assert sum(line.get_label() == "contrastive" for line in class_lines) == 1
 
 
-def test_forgetting_curve_needs_a_history(results: dict[str, Any]) -> None:
+def is_marker_only(line: Any) -> bool:
+    return line.get_linestyle() == "None" and line.get_marker() not in ("None", "", None)
+
+
+def test_one_shot_runs_are_single_markers(results: dict[str, Any]) -> None:
+    """fisher (no history, forget_batches null) is one marker at batch 0 and its final forget
+    accuracy, not a line; so are a method that never steps on a forget batch (finetune: every
+    check at batch 0) and a run with a single check."""
+    finetune_history = [
+        {"batch": 0, "pass": p, "forget_train_acc": acc, "held_out_acc": 0.9}
+        for p, acc in enumerate((1.0, 0.7, 0.4))
+    ]
+    finetune = _run("class", "finetune", 2.0, 0.35, 0.9, history=finetune_history)
+    finetune["forget_batches"] = None  # it passes over the retain set only
+    single = _run("class", "scrub", 1.0, 0.2, 0.9, history=[{"batch": 4, "forget_train_acc": 0.25}])
+    results["runs"] += [finetune, single]
+    figure = forgetting_curve_figure(results, show_held_out=True)
+    lines = lines_by_label(figure, 0)
+    for method, point in (("fisher", (0, 0.1)), ("finetune", (0, 0.35)), ("scrub", (4, 0.2))):
+        line = lines[method]
+        assert is_marker_only(line), method
+        x, y = line.get_data()
+        assert (list(x), list(y)) == ([point[0]], [point[1]]), method
+        assert f"{method} (held out)" not in lines
+    for method in ("contrastive", "neggrad"):
+        assert not is_marker_only(lines[method])
+    # the figure legend shows the marker, not a line, for a one-shot method
+    legend = {
+        text.get_text(): handle
+        for text, handle in zip(
+            figure.legends[0].get_texts(), figure.legends[0].legend_handles, strict=True
+        )
+    }
+    assert is_marker_only(legend["fisher"]) and not is_marker_only(legend["contrastive"])
+    assert list(legend)[-1] == "retrain"  # the reference comes after the methods
+
+
+def test_forgetting_curve_without_histories_draws_points(results: dict[str, Any]) -> None:
     for run in results["runs"]:
         run["history"] = []
-    with pytest.raises(ValueError, match="history"):
+    figure = forgetting_curve_figure(results)
+    lines = lines_by_label(figure, 0)
+    assert all(is_marker_only(lines[m]) for m in ("contrastive", "neggrad", "fisher"))
+    assert list(lines["contrastive"].get_xdata()) == [6]  # its forget_batches
+
+
+def test_forgetting_curve_needs_an_unlearning_run(results: dict[str, Any]) -> None:
+    results["runs"] = [r for r in results["runs"] if r["method"] in ("original", "retrain")]
+    with pytest.raises(ValueError, match="unlearning run"):
         forgetting_curve_figure(results)
 
 
@@ -297,21 +345,32 @@ def test_tradeoff_points_are_gap_utility_and_seconds(results: dict[str, Any]) ->
     figure = tradeoff_figure(results)
     class_points = scatter_points(figure, 0)
     assert list(class_points) == ["original", "retrain", "contrastive", "neggrad", "fisher"]
-    expected = {  # (|forget_train_acc - 0.0|, test_acc), seconds
-        "original": ((1.0, 0.99), 3.5),
-        "retrain": ((0.0, 0.88), 3.0),
-        "contrastive": ((0.0, 0.886), 0.5),
-        "neggrad": ((0.3, 0.8), 0.2),
-        "fisher": ((0.1, 0.7), 1.2),
+    # class request: utility is the retained classes' test accuracy, not the whole test set's
+    # (which holds the forgotten class and so falls when forgetting works)
+    assert figure.axes[0].get_ylabel() == UTILITY_METRICS["retain_test_acc"]
+    expected = {  # (|forget_train_acc - 0.0|, retain_test_acc), seconds
+        "original": ((1.0, 0.988), 3.5),
+        "retrain": ((0.0, 0.985), 3.0),
+        "contrastive": ((0.0, 0.987), 0.5),
+        "neggrad": ((0.3, 0.9), 0.2),
+        "fisher": ((0.1, 0.8), 1.2),
     }
     for method, (offset, seconds) in expected.items():
         offsets, colours = class_points[method]
         np.testing.assert_allclose(offsets, [offset])
         np.testing.assert_allclose(colours, [seconds])
     sample_points = scatter_points(figure, 1)
-    np.testing.assert_allclose(sample_points["contrastive"][0], [[0.08, 0.99]])
+    np.testing.assert_allclose(sample_points["contrastive"][0], [[0.08, 0.99]])  # test_acc
+    assert figure.axes[1].get_ylabel() == UTILITY_METRICS["test_acc"]
     colorbar_axes = figure.axes[-1]
     assert colorbar_axes.get_ylabel() == "seconds (log scale)"
+
+
+def test_tradeoff_utility_can_be_chosen_for_every_panel(results: dict[str, Any]) -> None:
+    figure = tradeoff_figure(results, utility="test_acc")
+    np.testing.assert_allclose(scatter_points(figure, 0)["fisher"][0], [[0.1, 0.7]])
+    np.testing.assert_allclose(scatter_points(figure, 1)["contrastive"][0], [[0.08, 0.99]])
+    assert {ax.get_ylabel() for ax in figure.axes[:2]} == {UTILITY_METRICS["test_acc"]}
 
 
 def test_tradeoff_retain_test_acc_leaves_out_the_sample_panel(results: dict[str, Any]) -> None:
@@ -345,6 +404,46 @@ def test_tradeoff_writes_png_and_pdf(results: dict[str, Any], tmp_path: Path) ->
     assert_written(tradeoff(results, tmp_path / "tradeoff"))
 
 
+# --- legends and markers -----------------------------------------------------------------------
+
+
+def overlaps(a: Bbox, b: Bbox) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("build", [forgetting_curve_figure, tradeoff_figure])
+def test_legends_sit_outside_every_panel(results: dict[str, Any], build: Any) -> None:
+    """One figure legend, drawn clear of every panel's data area (inside an Axes it covered
+    points of the trade-off)."""
+    figure = build([results, make_results(seed=1)])
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 2
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    (legend,) = figure.legends
+    box = legend.get_window_extent(renderer)
+    for ax in panels:
+        assert not overlaps(box, ax.get_window_extent(renderer)), ax.get_title()
+    # inside the canvas, not cut off
+    canvas = figure.bbox
+    assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 + 1
+    assert canvas.y0 <= box.y0 and box.y1 <= canvas.y1 + 1
+
+
+def test_tradeoff_markers_are_distinct_for_many_methods(results: dict[str, Any]) -> None:
+    template = next(r for r in results["runs"] if r["method"] == "fisher")
+    for index in range(13):
+        run = copy.deepcopy(template)
+        run["method"] = f"method_{index}"
+        results["runs"].append(run)
+    figure = tradeoff_figure(results)
+    handles = figure.legends[0].legend_handles
+    assert len(handles) == 18  # original, retrain, contrastive, neggrad, fisher and 13 more
+    shapes = {str(handle.get_marker()) for handle in handles}  # type: ignore[union-attr]
+    assert len(shapes) == len(handles)
+
+
 # --- saving and layering ------------------------------------------------------------------------
 
 
@@ -354,7 +453,7 @@ def test_save_figure_wants_a_stem(results: dict[str, Any], tmp_path: Path) -> No
 
 
 def test_viz_never_imports_the_engine() -> None:
-    """DESIGN.md: viz draws from saved results and never imports the engine, nor the packages
+    """By design, viz draws from saved results and never imports the engine, nor the packages
     that do (api, evaluation, methods, cli)."""
     forbidden = ("conun.engine", "conun.api", "conun.evaluation", "conun.methods", "conun.cli")
     for source in sorted(VIZ_SOURCE.glob("*.py")):

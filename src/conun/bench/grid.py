@@ -8,14 +8,15 @@ Output directory layout::
                                                  config.yaml; retrain also its checkpoint)
     OUT/table.md, table.csv, table.tex           mean ± std over seeds, one row per request x method
 
-Every cell is one :func:`conun.workflows.runs.run_method` call on the seed's original, exactly what
-``conun unlearn`` does, and writes its own ``results.json`` atomically (the last file it
-writes), tagged with a fingerprint of everything that determines its numbers (training recipe,
-unlearning config, request, method). A re-invocation skips every cell whose ``results.json`` is
-complete, valid and carries the same fingerprint, so an interrupted grid resumes where it
-stopped; a cell holding a *different* configuration's result is an error (before any work),
-never silently overwritten or mixed into a table. Originals are cached the same way under the
-hash of their training recipe, and retrain is a cell like any other, so nothing is trained twice.
+Every cell is one :func:`conun.workflows.unlearning.run_method` call on the seed's original,
+exactly what ``conun unlearn`` does, and writes its own ``results.json`` atomically (the last
+file it writes), tagged with a fingerprint of everything that determines its numbers (training
+recipe, unlearning config, request, method). A re-invocation skips every cell whose
+``results.json`` is complete, valid and carries the same fingerprint, so an interrupted grid
+resumes where it stopped; a cell holding a *different* configuration's result is an error
+(before any work), never silently overwritten or mixed into a table. Originals are cached the
+same way under the hash of their training recipe, and retrain is a cell like any other, so
+nothing is trained twice.
 
 A failing cell does not stop the grid: its traceback goes to the log and to ``error.txt`` in its
 directory, the other cells run, the table is written from the finished ones, and
@@ -52,11 +53,8 @@ from conun.config import (
     ConfigError,
     TrainConfig,
     UnlearnConfig,
-    build_config,
-    build_unlearn_config,
+    build_train_config,
     config_to_yaml,
-    preset_path,
-    read_yaml,
 )
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit, Scenario
@@ -64,30 +62,33 @@ from conun.engine.checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
     CheckpointMeta,
-    load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
-from conun.evaluation.results import RESULTS_FILE, Results, RunRecord, validate_results
-from conun.io import atomic_write_text
+from conun.evaluation.results import Results, RunRecord, validate_results
+from conun.io import RESULTS_FILE, atomic_write_text
 from conun.methods import METHODS, get_method
 from conun.models.base import Classifier
-from conun.workflows.runs import (
-    OutputExistsError,
-    audit_against,
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.evaluation import audit_against
+from conun.workflows.inputs import (
     ensure_dataset,
+    load_checkpoint_for,
     load_training_data,
-    run_method,
-    train_original,
+    validation_of,
 )
+from conun.workflows.outputs import (
+    BENCH_FILE,
+    CELLS_DIR,
+    CONFIG_FILE,
+    ERROR_FILE,
+    ORIGINALS_DIR,
+    OutputExistsError,
+)
+from conun.workflows.training import train_original
+from conun.workflows.unlearning import REFERENCE_METHODS, resolve_method, run_method
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_METHODS = ("original", "retrain")
-"""First in every request's table; retrain also runs first (see :func:`_execution_order`)."""
-
-ERROR_FILE = "error.txt"
-"""Written into a cell's directory when it fails; removed when it later succeeds."""
 
 DEFAULT_OUT = Path("runs") / "bench"
 """Where ``run_bench`` writes without ``out``: ``runs/bench/<preset name>``."""
@@ -115,7 +116,7 @@ class Cell:
 
     def directory(self, out: str | Path) -> Path:
         """``out/cells/<seed>/<request>/<method>``."""
-        return Path(out) / "cells" / str(self.seed) / self.request / self.method
+        return Path(out) / CELLS_DIR / str(self.seed) / self.request / self.method
 
     def __str__(self) -> str:
         return f"seed {self.seed} / {self.request} / {self.method}"
@@ -183,13 +184,10 @@ def _digest(data: Any) -> str:
 
 
 def _train_config(preset: BenchPreset, seed: int) -> TrainConfig:
-    # train_preset was validated against the shipped ones; a dataset may have none.
-    path = preset_path("train", preset.train_preset or preset.dataset)
-    layers: list[dict[str, Any] | None] = [read_yaml(path) if path is not None else None]
-    grid: dict[str, Any] = {"dataset": preset.dataset, "seed": seed, "device": preset.device}
+    grid: dict[str, Any] = {"seed": seed, "device": preset.device}
     if preset.model is not None:
         grid["model"] = preset.model
-    return build_config(TrainConfig, [*layers, preset.train, grid])
+    return build_train_config(preset.dataset, [preset.train, grid], preset=preset.train_preset)
 
 
 def _request_methods(preset: BenchPreset, request: RequestSpec) -> list[str]:
@@ -287,13 +285,16 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
             for name in methods[label]:
                 cell = Cell(seed, label, name, request.scenario)
                 try:
-                    config = build_unlearn_config(
+                    config = resolve_unlearn_config(
                         name,
                         request.scenario,
-                        [preset.unlearn, {"seed": seed, "device": preset.device}],
                         dataset=preset.dataset,
-                    )
-                    get_method(name).for_scenario(request.scenario, config.options)
+                        layers=[
+                            (f"bench preset {preset.name}: unlearn", preset.unlearn),
+                            ("bench seed and device", {"seed": seed, "device": preset.device}),
+                        ],
+                    ).config
+                    resolve_method(config, request.scenario)
                 except ConfigError as error:
                     raise BenchPresetError(
                         f"bench preset {preset.name}, cell {cell}: {error}"
@@ -386,9 +387,7 @@ def prepare_original(
         data = train_original(config, directory, quiet=quiet, force=True).data
     if data is None:
         data = load_training_data(config)
-    model, meta = load_checkpoint(
-        directory, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
-    )
+    model, meta = load_checkpoint_for(directory, data)
     return model, meta, data
 
 
@@ -435,7 +434,7 @@ class _GridRun:
             # Do not train a failing original again for every cell of the seed.
             raise RuntimeError(f"the original of seed {seed} failed: {self._seed_error[1]}")
         self._state = None  # free the previous seed's models first
-        directory = self.out / "originals" / self.plan.original_key(seed)
+        directory = self.out / ORIGINALS_DIR / self.plan.original_key(seed)
         try:
             model, meta, data = prepare_original(
                 self.plan.train_configs[seed], directory, quiet=self.quiet
@@ -448,9 +447,8 @@ class _GridRun:
 
     def split(self, state: _SeedState, request: str) -> ForgetRetainSplit:
         if request not in state.splits:
-            validation = torch.tensor(state.meta.validation, dtype=torch.long)
             spec = self.plan.requests[request].forget_spec()
-            state.splits[request] = spec.resolve(state.data, validation, state.seed)
+            state.splits[request] = spec.resolve(state.data, validation_of(state.meta), state.seed)
         return state.splits[request]
 
     def reference(self, state: _SeedState, cell: Cell) -> tuple[Classifier, RunRecord] | None:
@@ -470,11 +468,7 @@ class _GridRun:
                 f"cell {retrain} is not finished; the audited cells of its request need it as "
                 "their reference (see its error above)"
             )
-        model, _ = load_checkpoint(
-            retrain.directory(self.out),
-            expected_num_classes=state.data.num_classes,
-            expected_input_shape=state.data.input_shape,
-        )
+        model, _ = load_checkpoint_for(retrain.directory(self.out), state.data)
         # Where a fresh retrain would be, so that resumed and uninterrupted audits agree.
         model.to(torch.device(self.plan.unlearn_configs[cell].device))
         state.references[cell.request] = (model, _record_from_dict(finished["runs"][0]))
@@ -486,13 +480,11 @@ class _GridRun:
         split = self.split(state, cell.request)
         config = self.plan.unlearn_configs[cell]
         reference = self.reference(state, cell)
-        method = get_method(cell.method).for_scenario(cell.scenario, config.options)
         model, record = run_method(
-            method,
+            config,
             state.model,
             state.data,
             split,
-            config,
             train_config=self.plan.train_configs[cell.seed],
             original_seconds=state.meta.seconds,
             quiet=self.quiet,
@@ -527,7 +519,7 @@ class _GridRun:
             )
         if cell.method == "retrain":
             state.references[cell.request] = (model, record)
-        atomic_write_text(directory / "config.yaml", config_to_yaml(config))
+        atomic_write_text(directory / CONFIG_FILE, config_to_yaml(config))
         results = Results(
             state.meta.dataset,
             state.meta.model,
@@ -655,7 +647,7 @@ def run_bench(
         )
 
     atomic_write_text(
-        target / "bench.yaml",
+        target / BENCH_FILE,
         yaml.safe_dump(
             {
                 "preset": loaded.model_dump(mode="json", by_alias=True, exclude_none=True),

@@ -38,8 +38,11 @@ from conun.config import (
     read_yaml,
     validate_device,
 )
+from conun.data.registry import available_datasets, dataset_info
 from conun.data.splits import Scenario
-from conun.workflows.runs import ForgetSpec
+from conun.methods import available_methods
+from conun.models.registry import available_models
+from conun.workflows.requests import ForgetSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """Preset and request names become directory names: no separators, no leading dot."""
@@ -130,7 +133,7 @@ class RequestSpec(StrictModel):
         return "class" if self.classes is not None else "sample"
 
     def forget_spec(self) -> ForgetSpec:
-        """The request as the engine's :class:`~conun.workflows.runs.ForgetSpec`."""
+        """The request as the workflows' :class:`~conun.workflows.requests.ForgetSpec`."""
         return ForgetSpec(
             classes=tuple(self.classes or ()), num_samples=self.samples, fraction=self.fraction
         )
@@ -176,8 +179,6 @@ class BenchPreset(StrictModel):
     @field_validator("keep_weights")
     @classmethod
     def _known_kept_methods(cls, value: list[str]) -> list[str]:
-        from conun.methods import available_methods
-
         unknown = sorted(set(value) - set(available_methods()))
         if unknown:
             raise ValueError(
@@ -199,8 +200,6 @@ class BenchPreset(StrictModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from conun.data import available_datasets
-
         if value not in available_datasets():
             raise ValueError(
                 f"unknown dataset {value!r}; allowed: {', '.join(available_datasets())}"
@@ -210,8 +209,6 @@ class BenchPreset(StrictModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
-        from conun.models import available_models
-
         if value is not None and value not in available_models():
             raise ValueError(f"unknown model {value!r}; allowed: {', '.join(available_models())}")
         return value
@@ -261,8 +258,6 @@ class BenchPreset(StrictModel):
         for request in self.requests:
             if request.methods is not None:
                 check_method_names(request.methods)
-        from conun.data.registry import dataset_info
-
         num_classes = dataset_info(self.dataset).num_classes
         for request in self.requests:
             bad = [c for c in request.classes or () if c >= num_classes]
@@ -287,8 +282,6 @@ def _reject_grid_keys(section: dict[str, Any], forbidden: tuple[str, ...]) -> di
 
 def check_method_names(value: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
     """``value`` if it is ``all`` or a list of distinct registered method names."""
-    from conun.methods import available_methods
-
     if value == "all":
         return value
     if not value:

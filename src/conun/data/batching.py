@@ -45,7 +45,7 @@ def shuffled_batches(
 
 
 class RandomBatchStream:
-    """An endless stream of random batches from ``indices`` (PAPER.md, Algorithm 1).
+    """An endless stream of random batches from ``indices`` (Lee et al. 2025, Algorithm 1).
 
     Each call to :meth:`next` returns a batch of distinct samples. Samples are drawn without
     replacement from a random permutation that is renewed whenever it runs out, so over a long run

@@ -2,13 +2,14 @@
 
 A loop that is given a :class:`Resumable` writes ``resume.safetensors`` into its run directory
 every ``every`` optimizer steps (atomically: a kill leaves the previous state or the new one,
-never half of one) and removes it when the run has finished. The file holds everything the rest
-of the run depends on:
+never half of one) and removes it when the run has finished. Training, the shared unlearning
+loop, SCRUB and UNSIR count optimizer steps; L-CODEC, which takes none, saves after every removal
+batch. The file holds everything the rest of the run depends on:
 
 - tensors: the model's state dict (``model.*``), the optimizer's per-parameter state
-  (``optim.<param>.<key>``), the seeded generator and the global torch RNG (``rng.*``), and the
-  loop's own index orders (``loop.*``: the current pass's batch order, the retain stream's
-  permutation);
+  (``optim.<param>.<key>``; none for L-CODEC), the seeded generator and the global torch RNG
+  (``rng.*``), and the loop's own tensors (``loop.*``: the current pass's batch order, the retain
+  stream's permutation, UNSIR's learned noise);
 - JSON in the header: the optimizer's hyperparameters and scalar state, the learning-rate
   scheduler's state, the Python and NumPy RNG states, the loop's counters and history, and the
   ``invocation`` — what the run was asked to do — which ``--resume`` compares with the command
@@ -111,14 +112,17 @@ class Resumable:
         self,
         *,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         generator: torch.Generator,
         loop: dict[str, Any],
         loop_tensors: dict[str, Tensor],
         scheduler: Any = None,
     ) -> None:
         """Atomically write the current state (replacing the previous one); rank 0 only, and
-        never a state whose weights are not finite (the previous one is kept)."""
+        never a state whose weights are not finite (the previous one is kept).
+
+        ``optimizer`` is None for a loop that takes no optimizer steps (L-CODEC's Newton steps
+        edit the weights directly)."""
         started = time.perf_counter()
         tensors: dict[str, Tensor] = {
             f"model.{name}": tensor for name, tensor in model.state_dict().items()
@@ -132,7 +136,9 @@ class Resumable:
             return
         if not context().is_main:
             return  # every rank holds the same state (see conun.distributed.group)
-        optimizer_meta = _optimizer_to_parts(optimizer.state_dict(), tensors)
+        optimizer_meta = (
+            _optimizer_to_parts(optimizer.state_dict(), tensors) if optimizer is not None else None
+        )
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         for name, tensor in loop_tensors.items():
@@ -156,11 +162,12 @@ class Resumable:
         self,
         *,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         generator: torch.Generator,
         scheduler: Any = None,
     ) -> LoopState:
-        """Load ``self.state`` into the model, optimizer, scheduler and every RNG; return it."""
+        """Load ``self.state`` into the model, optimizer (if the loop has one), scheduler and
+        every RNG; return it."""
         state = self.state
         if state is None:
             raise ResumeError("nothing to resume from")
@@ -173,11 +180,14 @@ class Resumable:
             raise ResumeError(
                 f"{self.path}: the saved weights do not fit the model: {error}"
             ) from None
-        optimizer.load_state_dict(_optimizer_from_parts(state.meta["optimizer"], state.tensors))
-        for group_state in optimizer.state.values():
-            for key, value in group_state.items():
-                if isinstance(value, Tensor) and key != "step":
-                    group_state[key] = value.to(device)
+        if (optimizer is None) != (state.meta["optimizer"] is None):
+            raise ResumeError(f"{self.path}: the saved optimizer state does not fit this loop")
+        if optimizer is not None:
+            optimizer.load_state_dict(_optimizer_from_parts(state.meta["optimizer"], state.tensors))
+            for group_state in optimizer.state.values():
+                for key, value in group_state.items():
+                    if isinstance(value, Tensor) and key != "step":
+                        group_state[key] = value.to(device)
         if scheduler is not None and state.meta.get("scheduler") is not None:
             scheduler.load_state_dict(state.meta["scheduler"])
         generator.set_state(state.tensors["rng.generator"])

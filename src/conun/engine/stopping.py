@@ -1,4 +1,5 @@
-"""Stopping rules of PAPER.md, evaluated on small evaluation subsets so checks stay cheap.
+"""Stopping rules of contrastive unlearning (Lee et al., IJCAI 2025), evaluated on small subsets so
+checks stay cheap.
 
 - class: stop when the accuracy on held-out samples of the forgotten classes is <= 1/C (and, by
   default, the accuracy on a subset of the forget set too: ``stopping.class_checks_forget``);

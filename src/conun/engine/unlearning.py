@@ -1,24 +1,35 @@
-"""The one unlearning loop (PAPER.md, Algorithm 1), shared by every loop-based method.
+"""The one unlearning loop (Algorithm 1 of contrastive unlearning, Lee et al., IJCAI 2025),
+shared by every loop-based method.
 
 until the stopping rule holds (checked after each pass, optionally every k forget batches):
     for each forget batch (a fresh random order each pass):
         repeat method.steps_per_forget_batch() times (omega):
             draw a fresh random retain batch
             loss = method.loss(model, batch); one optimizer step
+
+The stopping checks and history, the batch loading, the timing and the resumable states are
+those of :mod:`conun.engine.monitor`, which the methods with a schedule of their own (SCRUB,
+UNSIR, L-CODEC) use too.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 from tqdm.auto import tqdm
 
 from conun.data.batching import RandomBatchStream, shuffled_batches
-from conun.distributed.device import prepare_model, to_device
-from conun.distributed.group import context, shard
-from conun.engine.stopping import RuleCheck, build_evaluation_sets, check_rule
+from conun.distributed.device import prepare_model
+from conun.distributed.group import context
+from conun.engine.monitor import (
+    BatchLoader,
+    LoopResume,
+    RunClock,
+    StoppingMonitor,
+    order_parts,
+    split_order,
+)
 from conun.engine.task import LoopHooks, MethodOutcome, UnlearningBatch, UnlearningTask
 from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
 
@@ -41,7 +52,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         The unlearned model (``task.model``, modified in place), the wall-clock time, the number
         of forget batches and passes, and the history of forget-set accuracy.
     """
-    config, split, data = task.config, task.split, task.data
+    config, split = task.config, task.split
     device = torch.device(config.device)
     model = task.model
     prepare_model(model, device, channels_last=config.channels_last)
@@ -59,52 +70,25 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     ranks = context()
     # bf16 autocast on a GPU (the master weights stay float32); the CPU runs in float32.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    evaluation_sets = build_evaluation_sets(data, split, stopping, generator=task.generator)
+    monitor = StoppingMonitor.for_task(task, model)
+    load = BatchLoader.training_set(task)
+    clock = RunClock(task.resume)
+    saves = LoopResume(task, monitor, clock)
 
-    history: list[dict[str, float]] = []
-    check_seconds = 0.0
     batches = 0  # batches of the set a pass goes over
     forget_batches = 0  # forget batches processed (the x axis of the paper's Figure 2)
     passes = 0
     steps_done = 0  # optimizer steps (the unit of resume.every)
-    resume = task.resume
 
-    def check() -> RuleCheck:
-        nonlocal check_seconds
-        started = time.perf_counter()
-        result = check_rule(
-            model,
-            evaluation_sets,
-            split,
-            data.num_classes,
-            batch_size=config.eval_batch_size,
-            channels_last=config.channels_last,
-            checks_forget=config.stopping.class_checks_forget,
-        )
-        check_seconds += time.perf_counter() - started
-        history.append(
-            {
-                "batch": forget_batches,
-                "step_batch": batches,
-                "pass": passes,
-                "forget_train_acc": result.forget_acc,
-                "held_out_acc": result.held_out_acc,
-            }
-        )
-        return result
-
-    def load(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of a global batch of training indices, on the device."""
-        index = shard(index)
-        images = to_device(data.train.images[index], device, channels_last=config.channels_last)
-        return images, data.train.labels[index].to(device)
+    def check() -> None:
+        monitor.check({"batch": forget_batches, "step_batch": batches, "pass": passes})
 
     def train_mode() -> None:
         model.train()
         if method.freeze_batchnorm():
             set_batchnorm_eval(model)
 
-    started = time.perf_counter()
+    clock.start()
     method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
     # Fixed once prepare() has run: built once, not on each of the run's steps.
     trainable = method.trainable_parameters(model)
@@ -112,55 +96,48 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None
     position = 0
-    if resume is not None and resume.state is not None:
+    if saves.state is not None:
         # prepare() ran on the original model, as in the first run (masks and teachers come
-        # from it); now the weights, optimizer, generators and counters move to the save point.
-        state = resume.restore(model=model, optimizer=optimizer, generator=task.generator)
+        # from it); now the weights, optimizer, generators, counters, history and time move to
+        # the save point.
+        state = saves.restore(model=model, optimizer=optimizer)
         saved = state.loop
         batches, forget_batches, passes = saved["batches"], saved["forget_batches"], saved["passes"]
         steps_done, position = saved["steps"], saved["position"]
-        history, check_seconds = saved["history"], saved["check_seconds"]
-        order = list(torch.split(state.loop_tensor("order"), saved["sizes"]))
+        order = split_order(state.loop_tensor("order"), saved["sizes"])
         retain_stream.load_state(state.loop_tensor("retain_order"), saved["retain_position"])
         forget_stream.load_state(state.loop_tensor("forget_order"), saved["forget_position"])
         method.load_state_dict(saved["method"])
-        started -= saved["seconds"]  # this run's time continues the first run's
-        last = RuleCheck(**saved["last"])
         stopped_by = ""
         logger.info("%s: resumed at step %d (pass %d)", method.name, steps_done, passes + 1)
     else:
-        last = check()  # batch 0: where the model starts
-        stopped_by = "rule" if stopping.rule == "auto" and last.stop else ""
+        check()  # batch 0: where the model starts
+        stopped_by = "rule" if monitor.holds else ""
 
     def save_state() -> None:
-        assert resume is not None and order is not None
-        resume.save(
+        assert order is not None
+        flat, sizes = order_parts(order)
+        saves.save(
             model=model,
             optimizer=optimizer,
-            generator=task.generator,
             loop={
                 "batches": batches,
                 "forget_batches": forget_batches,
                 "passes": passes,
                 "steps": steps_done,
                 "position": position,
-                "sizes": [int(batch.numel()) for batch in order],
-                "history": history,
-                "check_seconds": check_seconds,
+                "sizes": sizes,
                 "retain_position": retain_stream.position,
                 "forget_position": forget_stream.position,
                 "method": method.state_dict(),
-                "seconds": time.perf_counter() - started - resume.save_seconds,
-                "last": last.to_dict(),
             },
             loop_tensors={
-                "order": torch.cat(order),
+                "order": flat,
                 "retain_order": retain_stream.order,
                 "forget_order": forget_stream.order,
             },
         )
 
-    saved_at = steps_done // resume.every if resume is not None else 0
     steps = method.steps_per_forget_batch() if over_forget else 1
     progress = tqdm(
         desc=f"unlearn ({method.name})",
@@ -182,6 +159,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         while position < len(order):
             driver_index = order[position]
             position += 1
+            steps_before = steps_done
             forget: tuple[torch.Tensor, torch.Tensor] | None = None
             retain: tuple[torch.Tensor, torch.Tensor] | None = None
             if over_forget:
@@ -221,26 +199,27 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 forget_batches += 1
             progress.update()
             if stopping.check_every and batches % stopping.check_every == 0:
-                last = check()
+                check()
                 train_mode()
-                if stopping.rule == "auto" and last.stop:
+                if monitor.holds:
                     stopped_by = "rule"
                     break
             # Saved between batches (every `every` steps, rounded up to the batch), so that a
             # batch's omega steps are never split between two runs.
-            if resume is not None and (steps_done // resume.every) > saved_at:
-                saved_at = steps_done // resume.every
+            if saves.due(steps_before, steps_done):
                 save_state()
         passes += 1
         order = None
         if not stopped_by and not (stopping.check_every and batches % stopping.check_every == 0):
-            last = check()
-            if stopping.rule == "auto" and last.stop:
+            check()
+            if monitor.holds:
                 stopped_by = "rule"
     progress.close()
     model = method.finish(model)
-    seconds = time.perf_counter() - started - (resume.save_seconds if resume is not None else 0.0)
+    seconds = clock.seconds()
     model.eval()
+    last = monitor.last
+    assert last is not None  # the run starts with a check, or resumes after one
     if not stopped_by:
         stopped_by = "max_passes"
         if stopping.rule == "auto":
@@ -259,7 +238,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         forget_batches,
         passes,
         seconds,
-        check_seconds,
+        monitor.check_seconds,
         stopped_by,
     )
     fractional_passes = batches / max(1, -(-driver.numel() // batch_size))
@@ -268,9 +247,9 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         seconds=seconds,
         forget_batches=forget_batches if method.uses_forget else None,
         passes=round(fractional_passes, 4),
-        history=history,
+        history=monitor.history,
         extra={
-            "check_seconds": check_seconds,
+            "check_seconds": monitor.check_seconds,
             "stopped_by": stopped_by,
             "pass_over": method.pass_over,
         },

@@ -1,11 +1,12 @@
-"""Accuracies of a model on every split of a forget request (DESIGN.md, results.json metrics)."""
+"""Logits and predictions of a model, and its accuracies on every split of a forget request
+(the metrics of results.json)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
@@ -31,6 +32,49 @@ class SplitMetrics:
 
 
 @torch.no_grad()
+def model_logits(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """Logits in eval mode.
+
+    Args:
+        model: the classifier; its mode and device are restored afterwards.
+        images: ``(N, C_in, H, W)`` normalised images (any device).
+        batch_size: images per forward pass.
+        device: where to run; None = where the model's parameters are.
+        channels_last: feed batches in channels_last format.
+
+    Returns:
+        ``(N, C)`` float32 logits on the CPU.
+
+    Raises:
+        ValueError: ``images`` is empty.
+    """
+    home = next(model.parameters()).device
+    target = home if device is None else torch.device(device)
+    was_training = model.training
+    model.eval().to(target)
+    try:
+        chunks = [
+            model(
+                to_device(images[start : start + batch_size], target, channels_last=channels_last)
+            )
+            .float()
+            .cpu()
+            for start in range(0, images.shape[0], batch_size)
+        ]
+    finally:
+        model.train(was_training).to(home)
+    if not chunks:
+        raise ValueError("no images to compute logits of")
+    return torch.cat(chunks)
+
+
 def predict(
     model: Classifier,
     images: Tensor,
@@ -49,23 +93,17 @@ def predict(
     Returns:
         ``(N,)`` int64 predictions on the CPU.
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total = images.shape[0]
     # Under torchrun each rank predicts its contiguous share; the shares are gathered back.
     mine = shard(torch.arange(total))
     if mine.numel() < total:
         start = int(mine[0]) if mine.numel() else 0
         images = images[start : start + mine.numel()]
-    predictions = [
-        model(to_device(images[start : start + batch_size], device, channels_last=channels_last))
-        .argmax(dim=1)
-        .cpu()
-        for start in range(0, images.shape[0], batch_size)
-    ]
-    model.train(was_training)
-    local = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    if images.shape[0] == 0:
+        local = torch.empty(0, dtype=torch.long)
+    else:
+        logits = model_logits(model, images, batch_size=batch_size, channels_last=channels_last)
+        local = logits.argmax(dim=1)
     return gather_rows(local, total)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from conun.evaluation.privacy import model_logits
+from conun.evaluation.accuracy import model_logits
 
 DISTANCE_COLUMNS: dict[str, tuple[str, str]] = {
     "js_divergence": (

@@ -1,4 +1,4 @@
-"""Membership-inference audit of a (possibly unlearned) model (issue #5; PAPER.md, "Metrics").
+"""Membership-inference audit of a (possibly unlearned) model (issue #5; the paper's metrics).
 
 Three population attacks, all fitted on the audited model's own outputs:
 
@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRetainSplit
-from conun.distributed.device import to_device
+from conun.evaluation.accuracy import model_logits
 
 AttackName = Literal["logistic", "svc", "gradient_boosting"]
 """Attack classifiers of the paper's attack (a): scikit-learn's LogisticRegression, SVC (RBF) and
@@ -251,7 +251,16 @@ def tpr_at_fpr(scores: Tensor, is_member: Tensor, fpr: float) -> float:
     return float(feasible.max()) / positives.numel() if feasible.numel() else 0.0
 
 
-def _roc_auc(scores: np.ndarray[Any, Any], is_member: np.ndarray[Any, Any]) -> float:
+def roc_auc(scores: np.ndarray[Any, Any], is_member: np.ndarray[Any, Any]) -> float:
+    """ROC AUC of an attack score (scikit-learn's ``roc_auc_score``).
+
+    Args:
+        scores: ``(N,)`` attack scores, higher = more likely member.
+        is_member: ``(N,)`` ground truth, bool or 0/1.
+
+    Returns:
+        The area under the ROC curve, in ``[0, 1]``; 0.5 = chance.
+    """
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(is_member.astype(np.int64), scores))
@@ -394,9 +403,9 @@ def _fit_and_apply(
         forget_member_rate=float(np.mean(classifier.predict(forget) == 1)),
         retain_member_rate=float(np.mean(classifier.predict(member_x) == 1)),
         test_member_rate=float(np.mean(classifier.predict(nonmember_x) == 1)),
-        auc=_roc_auc(eval_scores, eval_y),
+        auc=roc_auc(eval_scores, eval_y),
         tprs=_low_fpr_tprs(eval_scores, eval_y),
-        forget_auc=_roc_auc(
+        forget_auc=roc_auc(
             np.concatenate([forget_scores, eval_scores[len(member_x) :]]),
             np.concatenate([np.ones(len(forget_scores)), np.zeros(len(nonmember_x))]),
         ),
@@ -601,7 +610,7 @@ def forget_vs_test_attack(
         classifier = LogisticRegression().fit(x[fit], y[fit])
         out_of_fold[held] = classifier.decision_function(x[held])
         accuracies.append(float(np.mean(classifier.predict(x[held]) == y[held])))
-        aucs.append(_roc_auc(out_of_fold[held], y[held]))
+        aucs.append(roc_auc(out_of_fold[held], y[held]))
     tprs = _low_fpr_tprs(out_of_fold, y)
     return ForgetVsTestResult(
         accuracy=float(np.mean(accuracies)),
@@ -613,47 +622,6 @@ def forget_vs_test_attack(
 
 
 # --- the whole audit ---------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def model_logits(
-    model: nn.Module,
-    images: Tensor,
-    *,
-    batch_size: int = 1024,
-    device: torch.device | str | None = None,
-    channels_last: bool = False,
-) -> Tensor:
-    """Logits in eval mode.
-
-    Args:
-        model: the classifier; its mode and device are restored afterwards.
-        images: ``(N, C_in, H, W)`` normalised images (any device).
-        batch_size: images per forward pass.
-        device: where to run; None = where the model's parameters are.
-        channels_last: feed batches in channels_last format.
-
-    Returns:
-        ``(N, C)`` float32 logits on the CPU.
-    """
-    home = next(model.parameters()).device
-    target = home if device is None else torch.device(device)
-    was_training = model.training
-    model.eval().to(target)
-    try:
-        chunks = [
-            model(
-                to_device(images[start : start + batch_size], target, channels_last=channels_last)
-            )
-            .float()
-            .cpu()
-            for start in range(0, images.shape[0], batch_size)
-        ]
-    finally:
-        model.train(was_training).to(home)
-    if not chunks:
-        raise ValueError("no images to compute logits of")
-    return torch.cat(chunks)
 
 
 def audit_model(

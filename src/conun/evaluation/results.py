@@ -1,4 +1,4 @@
-"""results.json (DESIGN.md): built here, validated against the shipped JSON Schema, written
+"""results.json (docs/protocol.md): built here, validated against the shipped JSON Schema, written
 atomically, and rendered as a human-readable table."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import jsonschema
 
 from conun.evaluation.distances import DISTANCE_COLUMNS
 from conun.evaluation.privacy import AUDIT_COLUMNS
-from conun.io import atomic_write_json, atomic_write_text
+from conun.io import RESULTS_FILE, atomic_write_json, atomic_write_text
 from conun.version import __version__
 
-RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 
 

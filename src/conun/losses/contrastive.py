@@ -1,4 +1,4 @@
-"""The contrastive unlearning loss (Lee et al., PAPER.md "The loss"): SupCon with roles reversed.
+"""The contrastive unlearning loss (Lee et al. 2025, Eq. 5-6): SupCon with the roles reversed.
 
 Every forget sample is an anchor. Retain samples of the anchor's own class (``P(i)``) are pushed
 away, retain samples of the other classes (``N(i)``) are pulled toward it:

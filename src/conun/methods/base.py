@@ -9,7 +9,8 @@ optimizer, the device, the stopping rule and the history. Methods whose algorith
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
@@ -17,6 +18,8 @@ from pydantic import ValidationError
 
 from conun.config import (
     ConfigError,
+    OptimizerConfig,
+    StoppingConfig,
     StrictModel,
     UnlearnConfig,
     format_validation_error,
@@ -35,6 +38,7 @@ __all__ = [
     "METHODS",
     "LoopMethod",
     "LossTerms",
+    "MethodDefaults",
     "MethodOutcome",
     "NoOptions",
     "UnknownMethodError",
@@ -60,6 +64,33 @@ class NoOptions(StrictModel):
     """Options of a method that has none."""
 
 
+def _generic_optimizer() -> OptimizerConfig:
+    """UnlearnConfig's own optimizer default, for methods that take no optimizer steps."""
+    default = UnlearnConfig.model_fields["optimizer"].default
+    assert isinstance(default, OptimizerConfig)
+    return default.model_copy()
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """Everything a method starts from on one scenario: one complete :class:`UnlearnConfig`
+    layer (see :meth:`UnlearningMethod.defaults`). Dataset layers and the user's layers then
+    override single values of it.
+
+    Attributes:
+        batch_size: forget batch size (for one-shot methods, the chunk they batch their work
+            in); None for a method that takes no batches (original, retrain).
+        options: an instance of the method's ``Options`` model; None: that model's defaults.
+        optimizer: the optimizer of the method's steps; the generic one where it takes none.
+        stopping: the stopping rule of a loop method.
+    """
+
+    batch_size: int | None
+    options: StrictModel | None = None
+    optimizer: OptimizerConfig = field(default_factory=_generic_optimizer)
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)
+
+
 class UnlearningMethod:
     """Base class of every method.
 
@@ -67,46 +98,112 @@ class UnlearningMethod:
         name: registry name (set by :func:`register_method`).
         scenarios: the scenarios the method is meant for.
         Options: the pydantic model of the method's hyperparameters.
-        scenario_defaults: option overrides per scenario (the paper's defaults).
-        default_batch_size: forget batch size per scenario when the config leaves it unset.
+        scenario_defaults: the method's complete defaults per scenario (options, optimizer,
+            batch size, stopping), the one place they live; each method cites its sources.
     """
 
     name: ClassVar[str] = ""
     scenarios: ClassVar[tuple[Scenario, ...]] = ("class", "sample")
     Options: ClassVar[type[StrictModel]] = NoOptions
-    scenario_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 64, "sample": 128}
+    # A generic starting point for a method that declares nothing: UnlearnConfig's optimizer
+    # and stopping rule, the Options model's defaults, forget batches of 64 / 128.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        "class": MethodDefaults(batch_size=64),
+        "sample": MethodDefaults(batch_size=128),
+    }
 
     def __init__(self, options: StrictModel) -> None:
         self.options = options
 
     @classmethod
-    def for_scenario(cls, scenario: Scenario, options: dict[str, Any]) -> UnlearningMethod:
-        """Build the method for ``scenario`` with ``options`` over its scenario defaults.
+    def scenario_entry(cls, scenario: Scenario) -> MethodDefaults:
+        """The method's :class:`MethodDefaults` for ``scenario``.
 
         Raises:
             UnsupportedScenarioError: the method is not meant for ``scenario``.
-            ConfigError: unknown or invalid options, naming the allowed ones.
         """
         if scenario not in cls.scenarios:
             raise UnsupportedScenarioError(
                 f"method {cls.name!r} supports the {' and '.join(cls.scenarios)} scenario(s), "
                 f"not {scenario!r}"
             )
-        merged = {**cls.scenario_defaults.get(scenario, {}), **options}
         try:
-            parsed = cls.Options.model_validate(merged)
+            return cls.scenario_defaults[scenario]
+        except KeyError:
+            raise TypeError(
+                f"method {cls.name!r} supports the {scenario!r} scenario but declares no "
+                "defaults for it in scenario_defaults"
+            ) from None
+
+    @classmethod
+    def default_options(cls, scenario: Scenario) -> StrictModel:
+        """The method's options on ``scenario`` when nothing overrides them."""
+        options = cls.scenario_entry(scenario).options
+        if options is None:
+            return cls.Options()
+        if not isinstance(options, cls.Options):
+            raise TypeError(
+                f"method {cls.name!r}: the {scenario!r} defaults hold "
+                f"{type(options).__name__}, not its Options model {cls.Options.__name__}"
+            )
+        return options
+
+    @classmethod
+    def defaults(cls, scenario: Scenario) -> dict[str, Any]:
+        """The method's complete defaults on ``scenario`` as one :class:`UnlearnConfig` layer:
+        ``method``, ``batch_size``, ``optimizer``, ``stopping`` and every option, as plain
+        YAML-able data. Dataset and user layers are merged over it.
+
+        Raises:
+            UnsupportedScenarioError: the method is not meant for ``scenario``.
+        """
+        entry = cls.scenario_entry(scenario)
+        return {
+            "method": cls.name,
+            "batch_size": entry.batch_size,
+            "optimizer": entry.optimizer.model_dump(mode="json"),
+            "stopping": entry.stopping.model_dump(mode="json"),
+            "options": cls.default_options(scenario).model_dump(mode="json"),
+        }
+
+    @classmethod
+    def parse_options(cls, scenario: Scenario, options: Mapping[str, Any]) -> StrictModel:
+        """``options`` over the method's defaults for ``scenario``, validated.
+
+        Raises:
+            UnsupportedScenarioError: the method is not meant for ``scenario``.
+            ConfigError: unknown or invalid options, naming the allowed ones.
+        """
+        merged = {**cls.default_options(scenario).model_dump(), **options}
+        try:
+            return cls.Options.model_validate(merged)
         except ValidationError as error:
             allowed = ", ".join(cls.Options.model_fields) or "none"
             raise ConfigError(
                 format_validation_error(f"options of method {cls.name!r}", error)
                 + f"\n  allowed options: {allowed}"
             ) from None
-        return cls(parsed)
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, options: Mapping[str, Any]) -> UnlearningMethod:
+        """Build the method for ``scenario`` with ``options`` over its scenario defaults.
+
+        Raises:
+            UnsupportedScenarioError: the method is not meant for ``scenario``.
+            ConfigError: unknown or invalid options, naming the allowed ones.
+        """
+        return cls(cls.parse_options(scenario, options))
 
     def batch_size(self, config: UnlearnConfig, scenario: Scenario) -> int:
-        """The forget batch size: the config's, else the method's default for the scenario."""
-        return config.batch_size or self.default_batch_size[scenario]
+        """The forget batch size: the config's, else the method's default for the scenario.
+
+        Raises:
+            ConfigError: neither gives one (a method that takes no batches).
+        """
+        size = config.batch_size or self.scenario_entry(scenario).batch_size
+        if size is None:
+            raise ConfigError(f"method {self.name!r} takes no forget batches")
+        return size
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
         """Unlearn ``task.split.forget`` from ``task.model``."""

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -62,11 +63,12 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from conun.config import StrictModel
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel
 from conun.data.splits import Scenario
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
+    MethodDefaults,
     UnlearningBatch,
     UnlearningTask,
     register_method,
@@ -175,8 +177,17 @@ class BoundaryShrink(LoopMethod):
     Options: ClassVar[type[StrictModel]] = BoundaryShrinkOptions
     scenarios: ClassVar[tuple[Scenario, ...]] = ("class",)
     uses_retain: ClassVar[bool] = False
-    # Their main.py: --batch_size 64.
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 64}
+    # Chen et al. (CVPR 2023), their Boundary-Unlearning-Code boundary_unlearning.py
+    # (boundary_shrink: FGSM bound 0.1, poison_epoch 10, SGD lr 1e-5 momentum 0.9, no weight
+    # decay) and main.py (--batch_size 64). Fixed schedule: 10 passes over the forget set.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        "class": MethodDefaults(
+            batch_size=64,
+            options=BoundaryShrinkOptions(attack="fgsm", bound=0.1),
+            optimizer=OptimizerConfig(name="sgd", lr=1e-5, momentum=0.9, weight_decay=0.0),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
+        )
+    }
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)
@@ -307,8 +318,16 @@ class BoundaryExpanding(LoopMethod):
 
     scenarios: ClassVar[tuple[Scenario, ...]] = ("class",)
     uses_retain: ClassVar[bool] = False
-    # Their main.py: --batch_size 64.
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 64}
+    # Chen et al. (CVPR 2023), their Boundary-Unlearning-Code boundary_unlearning.py
+    # (boundary_expanding: finetune_epochs 10, SGD lr 1e-5 momentum 0.9, no weight decay) and
+    # main.py (--batch_size 64). Fixed schedule: 10 passes over the forget set.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        "class": MethodDefaults(
+            batch_size=64,
+            optimizer=OptimizerConfig(name="sgd", lr=1e-5, momentum=0.9, weight_decay=0.0),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
+        )
+    }
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -47,16 +48,24 @@ from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from conun.config import StrictModel, UnlearnConfig
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel, UnlearnConfig
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
-from conun.distributed.device import prepare_model, to_device
-from conun.distributed.group import context, shard
-from conun.engine.stopping import EvaluationSets, build_evaluation_sets, check_rule
+from conun.distributed.device import prepare_model
+from conun.distributed.group import context
+from conun.engine.monitor import (
+    BatchLoader,
+    LoopResume,
+    RunClock,
+    StoppingMonitor,
+    order_parts,
+    split_order,
+)
 from conun.engine.training import make_optimizer, take_step
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
+    MethodDefaults,
     MethodOutcome,
     UnlearningBatch,
     UnlearningMethod,
@@ -122,9 +131,39 @@ def freeze(module: torch.nn.Module) -> None:
     module.requires_grad_(False)
 
 
+@dataclass
+class _ScrubPosition:
+    """Where SCRUB's schedule is; all of it but ``order`` goes into a resumable state as JSON.
+
+    Attributes:
+        epoch: the current epoch (1-based).
+        phase: ``"max"`` (the forget pass, in the first ``msteps`` epochs) or ``"min"``.
+        position: the next batch of ``order``.
+        steps: optimizer steps taken (the unit of ``resume.every``).
+        forget_batches: max-steps taken.
+        max_passes: max-step passes completed.
+        order: the current phase's ``(B,)`` index batches (None: not drawn yet).
+    """
+
+    epoch: int = 1
+    phase: Literal["max", "min"] = "max"
+    position: int = 0
+    steps: int = 0
+    forget_batches: int = 0
+    max_passes: int = 0
+    order: list[Tensor] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "order"}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> _ScrubPosition:
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name != "order"})
+
+
 class ScrubOptions(StrictModel):
-    """Hyperparameters of SCRUB; defaults are the authors' class-unlearning settings
-    (``large_scale_unlearning.ipynb``); the sample scenario's come from ``scenario_defaults``."""
+    """Hyperparameters of SCRUB; the field defaults are the authors' class-unlearning settings
+    (``large_scale_unlearning.ipynb``); both scenarios' are ``Scrub.scenario_defaults``."""
 
     alpha: float = Field(0.001, ge=0)
     """Weight of ``KL_T(teacher || student)`` on the retain set in the min-step."""
@@ -151,9 +190,11 @@ class Scrub(UnlearningMethod):
     :meth:`run` is written here rather than through the shared engine because the schedule is
     not one of the engine's: an epoch is a pass over the forget set with one objective followed
     by a pass over the retain set with another (different batch sizes, the max-steps only in the
-    first ``msteps`` epochs), and the learning rate follows a per-epoch step decay. It reuses the
-    engine's helpers (device placement, batching, optimizer, stopping-rule checks) and times
-    itself like the engine: teacher copy and optimisation, checks included.
+    first ``msteps`` epochs), and the learning rate follows a per-epoch step decay. It plugs into
+    the engine's pieces (:mod:`conun.engine.monitor`: stopping checks and history, batch loading,
+    timing, resumable states) and times itself like the engine: teacher copy and optimisation,
+    checks included. With ``task.resume`` it saves a state every ``resume.every`` optimizer steps
+    (max- and min-steps alike) and continues from one to the uninterrupted run's weights.
 
     The stopping rule is checked after every epoch (for the history). ``stopping.rule: auto``
     ends the schedule after the first epoch at which the scenario's rule holds; the shipped
@@ -170,20 +211,31 @@ class Scrub(UnlearningMethod):
     """
 
     Options: ClassVar[type[StrictModel]] = ScrubOptions
-    # Sample (selective) unlearning: their MIA_experiments.ipynb (`scrub`: gamma 1, alpha 0.5,
-    # msteps 3, sgda_epochs 5, forget batch 16, retain batch 32).
-    scenario_defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "class": {},
-        "sample": {
-            "alpha": 0.5,
-            "gamma": 1.0,
-            "msteps": 3,
-            "epochs": 5,
-            "retain_batch_size": 32,
-        },
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        # Kurmanji et al. (NeurIPS 2023), meghdadk/SCRUB large_scale_unlearning.ipynb (CIFAR-10
+        # class forgetting): SGD lr 5e-4, momentum 0.9, weight decay 5e-4; gamma 0.99, alpha
+        # 0.001, kd_T 4, msteps 2, sgda_epochs 3, lr decay x0.1 after epochs 3/5/9; forget batch
+        # 512, retain 256.
+        "class": MethodDefaults(
+            batch_size=512,
+            options=ScrubOptions(
+                alpha=0.001, gamma=0.99, temperature=4.0, msteps=2, epochs=3, retain_batch_size=256
+            ),
+            optimizer=OptimizerConfig(name="sgd", lr=5e-4, momentum=0.9, weight_decay=5e-4),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=3),
+        ),
+        # meghdadk/SCRUB MIA_experiments.ipynb (`scrub`, selective forgetting of 100 CIFAR-10
+        # samples): SGD lr 5e-4, momentum 0.9, weight decay 5e-4; gamma 1, alpha 0.5, kd_T 4,
+        # msteps 3, sgda_epochs 5, lr decay x0.1 after epochs 3/5/9; forget batch 16, retain 32.
+        "sample": MethodDefaults(
+            batch_size=16,
+            options=ScrubOptions(
+                alpha=0.5, gamma=1.0, temperature=4.0, msteps=3, epochs=5, retain_batch_size=32
+            ),
+            optimizer=OptimizerConfig(name="sgd", lr=5e-4, momentum=0.9, weight_decay=5e-4),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=5),
+        ),
     }
-    # Forget batch sizes: 512 (class, large_scale_unlearning.ipynb), 16 (sample, MIA notebook).
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 512, "sample": 16}
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)
@@ -215,72 +267,69 @@ class Scrub(UnlearningMethod):
         return LossTerms(total, {"retain_ce": retain_ce.detach(), "retain_kl": divergence.detach()})
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
-        config, split, data = task.config, task.split, task.data
+        config, split = task.config, task.split
         settings = self.settings
-        device = torch.device(config.device)
         student = task.model
-        prepare_model(student, device, channels_last=config.channels_last)
+        prepare_model(student, torch.device(config.device), channels_last=config.channels_last)
         forget_batch_size = self.batch_size(config, split.scenario)
-        stopping = config.stopping
-        evaluation_sets: EvaluationSets = build_evaluation_sets(
-            data, split, stopping, generator=task.generator
-        )
-        history: list[dict[str, float]] = []
-        check_seconds = 0.0
-        forget_batches = 0
-        max_passes = 0
+        monitor = StoppingMonitor.for_task(task, student)
+        load = BatchLoader.training_set(task)
+        clock = RunClock(task.resume)
+        saves = LoopResume(task, monitor, clock)
+        at = _ScrubPosition()
 
         def check(epoch: int) -> bool:
-            nonlocal check_seconds
-            started_check = time.perf_counter()
-            result = check_rule(
-                student,
-                evaluation_sets,
-                split,
-                data.num_classes,
-                batch_size=config.eval_batch_size,
-                channels_last=config.channels_last,
-                checks_forget=config.stopping.class_checks_forget,
-            )
-            check_seconds += time.perf_counter() - started_check
-            history.append(
-                {
-                    "batch": forget_batches,
-                    "pass": max_passes,
-                    "epoch": epoch,
-                    "forget_train_acc": result.forget_acc,
-                    "held_out_acc": result.held_out_acc,
-                }
-            )
-            return stopping.rule == "auto" and result.stop
-
-        def load(index: Tensor) -> tuple[Tensor, Tensor]:
-            index = shard(index)  # this process's share under torchrun (all of it alone)
-            images = to_device(data.train.images[index], device, channels_last=config.channels_last)
-            return images, data.train.labels[index].to(device)
+            position = {"batch": at.forget_batches, "pass": at.max_passes, "epoch": epoch}
+            monitor.check(position)
+            return monitor.holds
 
         def step(terms: LossTerms, where: str) -> None:
             take_step(
                 terms.total,
                 optimizer,
                 student,
-                failure=f"{self.name}: {where} loss is {{loss}}; lower the learning rate",
+                failure=f"{self.name}: {where} loss is {{loss}} (step {at.steps + 1}); lower the "
+                "learning rate",
             )
+            at.steps += 1
+            # Each batch is one step, so a state is saved exactly every `every` steps.
+            if saves.due(at.steps - 1, at.steps):
+                assert at.order is not None
+                flat, sizes = order_parts(at.order)
+                saves.save(
+                    model=student,
+                    optimizer=optimizer,
+                    loop={**at.to_dict(), "sizes": sizes},
+                    loop_tensors={"order": flat},
+                )
 
-        started = time.perf_counter()
-        # The teacher: a separate, frozen copy of the original (same device and memory format).
+        clock.start()
+        # The teacher: a separate, frozen copy of the original (same device and memory format),
+        # taken before a resumed run loads the saved weights.
         teacher = copy.deepcopy(student)
         freeze(teacher)
         self.teacher = teacher
         optimizer = make_optimizer(student.parameters(), config.optimizer)
-        stopped_by = "rule" if check(0) else ""
-        epochs_run = 0
+        stopped_by = ""
+        if saves.state is not None:
+            state = saves.restore(model=student, optimizer=optimizer)
+            at = _ScrubPosition.from_dict(state.loop)
+            at.order = split_order(state.loop_tensor("order"), state.loop["sizes"])
+            logger.info("scrub: resumed at step %d (epoch %d)", at.steps, at.epoch)
+        elif check(0):
+            stopped_by = "rule"
+        epochs_run = at.epoch - 1
         progress = tqdm(
-            total=settings.epochs, desc="unlearn (scrub)", unit="epoch", disable=task.quiet
+            total=settings.epochs,
+            initial=epochs_run,
+            desc="unlearn (scrub)",
+            unit="epoch",
+            disable=task.quiet,
         )
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(at.epoch, settings.epochs + 1):
             if stopped_by:
                 break
+            at.epoch = epoch
             lr = scrub_learning_rate(
                 epoch, config.optimizer.lr, settings.lr_decay_epochs, settings.lr_decay_rate
             )
@@ -288,42 +337,51 @@ class Scrub(UnlearningMethod):
                 group["lr"] = lr
             # Their train_distill: student in train mode (BatchNorm on batch statistics).
             student.train()
-            if epoch <= settings.msteps:
-                for index in epoch_batches(
-                    split.forget, forget_batch_size, generator=task.generator
-                ):
-                    images, _ = load(index)
+            if at.phase == "max" and epoch <= settings.msteps:
+                if at.order is None:
+                    at.order = epoch_batches(
+                        split.forget, forget_batch_size, generator=task.generator
+                    )
+                while at.position < len(at.order):
+                    images, _ = load(at.order[at.position])
+                    at.position += 1
+                    at.forget_batches += 1
                     step(self.max_loss(student, teacher, images), f"max-step (epoch {epoch})")
-                    forget_batches += 1
-                max_passes += 1
-            for index in epoch_batches(
-                split.retain, settings.retain_batch_size, generator=task.generator
-            ):
-                images, labels = load(index)
+                at.max_passes += 1
+            if at.phase == "max":
+                at.phase, at.order, at.position = "min", None, 0
+            if at.order is None:
+                at.order = epoch_batches(
+                    split.retain, settings.retain_batch_size, generator=task.generator
+                )
+            while at.position < len(at.order):
+                images, labels = load(at.order[at.position])
+                at.position += 1
                 step(self.min_loss(student, teacher, images, labels), f"min-step (epoch {epoch})")
+            at.phase, at.order, at.position = "max", None, 0
             epochs_run = epoch
             progress.update()
             if check(epoch):
                 stopped_by = "rule"
         progress.close()
-        seconds = time.perf_counter() - started
+        seconds = clock.seconds()
         student.eval()
         logger.info(
             "scrub: %d epochs (%d max-step passes, %d forget batches), %.2fs (checks %.2fs)",
             epochs_run,
-            max_passes,
-            forget_batches,
+            at.max_passes,
+            at.forget_batches,
             seconds,
-            check_seconds,
+            monitor.check_seconds,
         )
         return MethodOutcome(
             model=student,
             seconds=seconds,
-            forget_batches=forget_batches,
-            passes=float(max_passes),
-            history=history,
+            forget_batches=at.forget_batches,
+            passes=float(at.max_passes),
+            history=monitor.history,
             extra={
-                "check_seconds": check_seconds,
+                "check_seconds": monitor.check_seconds,
                 "stopped_by": stopped_by or "epochs",
                 "epochs": epochs_run,
             },
@@ -407,14 +465,25 @@ class BadTeacher(LoopMethod):
     Departures from their code: the retain samples of one pass are a fresh random draw each pass
     (their subset is drawn once); the forget share of a batch is fixed rather than random; the
     incompetent teacher's initialisation comes from the run's seeded generator. Defaults
-    (``configs/unlearn/bad_teacher-*.yaml``): Adam lr 1e-4, batch 256, one epoch
+    (``scenario_defaults``): Adam lr 1e-4, batch 256, one epoch
     (``stopping: {rule: none, max_passes: 1}``), T = 1, 30% of the retain set — their
     CIFAR-Super20 notebook.
     """
 
     Options: ClassVar[type[StrictModel]] = BadTeacherOptions
     pass_over: ClassVar[Literal["forget", "retain"]] = "forget"
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 256, "sample": 256}
+    # Both scenarios: Chundawat et al. (AAAI 2023), vikram2000b/bad-teaching-unlearning
+    # (unlearn.py blindspot_unlearner; CIFARSuper20 notebook): Adam lr 1e-4 (no weight decay),
+    # batch 256, 1 epoch over forget + a random 30% of the retain set, KL_temperature 1.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        scenario: MethodDefaults(
+            batch_size=256,
+            options=BadTeacherOptions(temperature=1.0, retain_fraction=0.3),
+            optimizer=OptimizerConfig(name="adam", lr=1e-4, momentum=0.0, weight_decay=0.0),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=1),
+        )
+        for scenario in ("class", "sample")
+    }
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)

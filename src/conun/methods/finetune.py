@@ -24,7 +24,7 @@
   momentum nor weight decay can move it. ``prune_ratio = 0`` (the default) is plain
   l1-sparse MU on the dense model.
 
-Defaults (``configs/unlearn/{finetune,l1_sparse}-{class,sample}.yaml``) follow the common
+Defaults (``scenario_defaults`` of both classes) follow the common
 protocol of Jia et al. 2023 and Fan et al. 2024 (both official READMEs): SGD, lr 0.01,
 momentum 0.9, weight decay 5e-4, batch 256, 10 epochs; gamma = 5e-4 for l1-sparse.
 
@@ -44,6 +44,7 @@ Departures from the authors' code:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -51,10 +52,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from conun.config import StrictModel
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel
+from conun.data.splits import Scenario
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
+    MethodDefaults,
     UnlearningBatch,
     UnlearningTask,
     register_method,
@@ -68,8 +71,18 @@ class Finetune(LoopMethod):
 
     uses_forget: ClassVar[bool] = False
     pass_over: ClassVar[Literal["forget", "retain"]] = "retain"
-    # Both papers' batch size (Unlearn-Sparse / Unlearn-Saliency ``--batch_size 256``).
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 256, "sample": 256}
+    # FT, both scenarios: the common protocol of Jia et al. (NeurIPS 2023) and Fan et al. (ICLR
+    # 2024), official READMEs (OPTML-Group/Unlearn-Sparse, Unlearn-Saliency): --unlearn FT
+    # --unlearn_lr 0.01 --unlearn_epochs 10, SGD momentum 0.9, weight decay 5e-4, batch 256
+    # (``--batch_size 256``); a fixed number of epochs.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        scenario: MethodDefaults(
+            batch_size=256,
+            optimizer=OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
+        )
+        for scenario in ("class", "sample")
+    }
 
     def retain_loss(self, model: Classifier, batch: UnlearningBatch) -> Tensor:
         """Mean cross-entropy of the retain batch ``(Br, C, H, W)`` / ``(Br,)``; a scalar."""
@@ -139,6 +152,20 @@ class L1Sparse(Finetune):
     on a magnitude-pruned model whose zero weights stay exactly zero."""
 
     Options: ClassVar[type[StrictModel]] = L1SparseOptions
+    # Both scenarios: Jia et al., "Model Sparsity Can Simplify Machine Unlearning" (NeurIPS
+    # 2023), OPTML-Group/Unlearn-Sparse README (--unlearn FT_prune --unlearn_lr 0.01
+    # --unlearn_epochs 10) and arg_parser defaults (SGD momentum 0.9, weight decay 5e-4, batch
+    # 256); gamma (alpha) = 5e-4 decaying linearly per epoch (FT_l1); prune_ratio 0 = dense
+    # model (l1-sparse MU without "prune first").
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        scenario: MethodDefaults(
+            batch_size=256,
+            options=L1SparseOptions(alpha=5e-4, no_l1_epochs=0, prune_ratio=0.0),
+            optimizer=OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
+        )
+        for scenario in ("class", "sample")
+    }
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)

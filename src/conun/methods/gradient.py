@@ -9,21 +9,45 @@
   "RL" in Fan et al., ICLR 2024): minimise ``CE(f(X_u), Y~)`` with ``Y~ != Y_u`` uniform, plus
   ``CE`` on a retain batch so that the other classes keep their labels.
 
-All three stop by the scenario's stopping rule (PAPER.md) like contrastive unlearning does.
-Their learning rates live in ``configs/unlearn/<method>-<scenario>.yaml``.
+All three stop by the scenario's stopping rule (docs/method.md) like contrastive unlearning does.
+Their defaults (optimizer, batch size, stopping) are :data:`UNTUNED_DEFAULTS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from conun.config import StrictModel
-from conun.methods.base import LoopMethod, LossTerms, UnlearningBatch, register_method
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel
+from conun.data.splits import Scenario
+from conun.methods.base import (
+    LoopMethod,
+    LossTerms,
+    MethodDefaults,
+    UnlearningBatch,
+    register_method,
+)
 from conun.models.base import Classifier
+
+# Not yet tuned on a validation split (issue #4): a common starting point, SGD lr 1e-3 with
+# momentum 0.9 and no weight decay, forget batches of 64 (class) and 128 (sample), the
+# scenario's stopping rule; options (neggrad_plus's alpha) at their model's defaults.
+UNTUNED_DEFAULTS: Mapping[Scenario, MethodDefaults] = {
+    "class": MethodDefaults(
+        batch_size=64,
+        optimizer=OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0),
+        stopping=StoppingConfig(rule="auto", eval_set="validation", max_passes=20),
+    ),
+    "sample": MethodDefaults(
+        batch_size=128,
+        optimizer=OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0),
+        stopping=StoppingConfig(rule="auto", eval_set="validation", max_passes=20),
+    ),
+}
 
 
 @register_method("neggrad")
@@ -31,6 +55,7 @@ class NegGrad(LoopMethod):
     """Gradient ascent on the forget set's cross-entropy."""
 
     uses_retain: ClassVar[bool] = False
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = UNTUNED_DEFAULTS
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.forget_labels is not None
@@ -49,6 +74,7 @@ class NegGradPlus(LoopMethod):
     """Descent on a random retain batch, ascent on the forget batch."""
 
     Options: ClassVar[type[StrictModel]] = NegGradPlusOptions
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = UNTUNED_DEFAULTS
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.forget_labels is not None
@@ -67,6 +93,8 @@ class NegGradPlus(LoopMethod):
 class RandomLabel(LoopMethod):
     """Cross-entropy toward uniformly drawn wrong labels on the forget batch, plus the retain
     batch's own cross-entropy."""
+
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = UNTUNED_DEFAULTS
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.forget_labels is not None

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import ClassVar
 
+from conun.data.splits import Scenario
 from conun.engine.training import train_classifier
-from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
+from conun.methods.base import (
+    MethodDefaults,
+    MethodOutcome,
+    UnlearningMethod,
+    UnlearningTask,
+    register_method,
+)
 from conun.models.base import Classifier
 from conun.models.registry import available_models, build_model
 
@@ -18,6 +27,13 @@ class MissingRecipeError(ValueError):
 class Original(UnlearningMethod):
     """No unlearning: the original model, with its training time as its seconds."""
 
+    # Neither reference takes forget batches, optimizer steps or a stopping rule (retrain follows
+    # the original's training recipe), so their defaults set nothing but the generic values.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        "class": MethodDefaults(batch_size=None),
+        "sample": MethodDefaults(batch_size=None),
+    }
+
     def run(self, task: UnlearningTask) -> MethodOutcome:
         return MethodOutcome(model=task.model, seconds=task.original_seconds or 0.0)
 
@@ -26,6 +42,8 @@ class Original(UnlearningMethod):
 class Retrain(UnlearningMethod):
     """The gold standard: a fresh model trained from scratch on the retain set only, with the
     original's own recipe (same architecture, epochs, optimizer, schedule, augmentation)."""
+
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = Original.scenario_defaults
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
         if task.train_config is None:

@@ -34,7 +34,7 @@ forget batch of ``B_u = round(B * |D_u| / |D_r|)`` (at least 1), so that one pas
 
     (B_u * CE(f(X_u), Y~) + B * CE(f(X_r), Y_r)) / (B_u + B).
 
-Defaults (``configs/unlearn/salun-{class,sample}.yaml``): threshold 0.5 (the paper's mask
+Defaults (``SalUn.scenario_defaults``): threshold 0.5 (the paper's mask
 ``with_0.5.pt``), SGD lr 0.013, momentum 0.9, weight decay 5e-4, batch 256, 10 epochs (their
 README's commands for class-wise and 10% random forgetting of ResNet-18 on CIFAR-10).
 
@@ -53,6 +53,7 @@ Departures from their code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import torch
@@ -60,11 +61,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from conun.config import StrictModel
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel
+from conun.data.splits import Scenario
 from conun.distributed.device import to_device
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
+    MethodDefaults,
     MethodOutcome,
     UnlearningBatch,
     UnlearningTask,
@@ -143,8 +146,19 @@ class SalUn(LoopMethod):
 
     Options: ClassVar[type[StrictModel]] = SalUnOptions
     pass_over: ClassVar[Literal["forget", "retain"]] = "retain"
-    # Their --batch_size 256 for both the mask and the unlearning.
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 256, "sample": 256}
+    # Both scenarios: Fan et al. (ICLR 2024), OPTML-Group/Unlearn-Saliency README (class-wise
+    # and 10% random forgetting): main_random.py --unlearn RL --unlearn_epochs 10 --unlearn_lr
+    # 0.013 with mask with_0.5.pt (threshold 0.5); arg_parser defaults: SGD momentum 0.9, weight
+    # decay 5e-4, --batch_size 256 for both the mask and the unlearning.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        scenario: MethodDefaults(
+            batch_size=256,
+            options=SalUnOptions(threshold=0.5),
+            optimizer=OptimizerConfig(name="sgd", lr=1.3e-2, momentum=0.9, weight_decay=5e-4),
+            stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
+        )
+        for scenario in ("class", "sample")
+    }
 
     def __init__(self, options: StrictModel) -> None:
         super().__init__(options)

@@ -21,9 +21,12 @@ UNSIR needs the forgotten *classes* only, never the forget samples themselves.
 :meth:`Unsir.run` implements the three phases itself rather than through the shared engine: the
 algorithm is not a loop over the forget set or the retain set under one objective. The noise
 phase optimises an input, not the model, and the impair epoch goes over a set (noise copies plus
-a retain subset) that is neither. It reuses the engine's helpers (device placement, seeded batch
-orders, ``make_optimizer``, the stopping-rule check for the history) and reports ``seconds`` as
-the wall-clock of all three phases, history checks included as in the engine.
+a retain subset) that is neither. It plugs into the engine's pieces (:mod:`conun.engine.monitor`:
+the stopping-rule checks for the history, batch loading, timing, resumable states; seeded batch
+orders, ``make_optimizer``) and reports ``seconds`` as the wall-clock of all three phases,
+history checks included as in the engine. With ``task.resume`` it saves a state every
+``resume.every`` impair or repair steps (the learned noise and the retain subset with it) and
+continues from one to the uninterrupted run's weights.
 
 The schedule is fixed (one impair and one repair epoch, as in the paper); ``stopping`` only
 chooses the held-out set of the history's checks (before impair, after impair, after repair), and
@@ -48,9 +51,9 @@ Departures from their notebook:
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -58,14 +61,27 @@ from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from conun.config import StrictModel
+from conun.config import OptimizerConfig, StoppingConfig, StrictModel
 from conun.data.batching import shuffled_batches
 from conun.data.splits import Scenario
-from conun.distributed.device import prepare_model, to_device
+from conun.distributed.device import prepare_model
 from conun.distributed.group import context, shard
-from conun.engine.stopping import build_evaluation_sets, check_rule
+from conun.engine.monitor import (
+    BatchLoader,
+    LoopResume,
+    RunClock,
+    StoppingMonitor,
+    order_parts,
+    split_order,
+)
 from conun.engine.training import make_optimizer, take_step
-from conun.methods.base import MethodOutcome, UnlearningMethod, UnlearningTask, register_method
+from conun.methods.base import (
+    MethodDefaults,
+    MethodOutcome,
+    UnlearningMethod,
+    UnlearningTask,
+    register_method,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -176,60 +192,85 @@ def retain_subset(
     return torch.sort(torch.cat(chosen)).values
 
 
+@dataclass
+class _UnsirPosition:
+    """Where UNSIR's impair/repair schedule is; all of it but ``order`` goes into a resumable
+    state as JSON.
+
+    Attributes:
+        phase: 1 impair, 2 repair (the noise phase comes before any optimizer step).
+        epoch: epochs of the phase completed.
+        position: the next batch of ``order``.
+        steps: optimizer steps taken (the unit of ``resume.every``).
+        loss_sum: the current epoch's summed per-sample loss so far.
+        seen: samples the current epoch has stepped on.
+        losses: each phase's mean loss over its last epoch, by name.
+        order: the current epoch's ``(B,)`` batches of positions (None: not drawn yet).
+    """
+
+    phase: int = 1
+    epoch: int = 0
+    position: int = 0
+    steps: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    order: list[Tensor] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "order"}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> _UnsirPosition:
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name != "order"})
+
+
 @register_method("unsir")
 class Unsir(UnlearningMethod):
     """Learn error-maximising noise for the forgotten classes, impair with it, then repair."""
 
     Options: ClassVar[type[StrictModel]] = UnsirOptions
     scenarios: ClassVar[tuple[Scenario, ...]] = ("class",)
-    # Impair and repair batches of 256 (their DataLoaders).
-    default_batch_size: ClassVar[dict[str, int]] = {"class": 256}
+    # Tarun et al. (IEEE TNNLS 2023), vikram2000b/Fast-Machine-Unlearning "Machine
+    # Unlearning.ipynb": noise batch 256, Adam lr 0.1, 5x8 steps, L2 weight 0.1; impair: 20 noise
+    # copies + 1000 retain samples per class, batch 256 (impair and repair DataLoaders), Adam lr
+    # 0.02, 1 epoch; repair: Adam lr 0.01, 1 epoch. A fixed schedule: no stopping rule.
+    scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
+        "class": MethodDefaults(
+            batch_size=256,
+            options=UnsirOptions(
+                noise_batch_size=256,
+                noise_lr=0.1,
+                noise_steps=40,
+                noise_l2_weight=0.1,
+                noise_repeats=20,
+                retain_per_class=1000,
+                impair_epochs=1,
+                repair_epochs=1,
+                repair_lr=0.01,
+            ),
+            optimizer=OptimizerConfig(name="adam", lr=0.02, momentum=0.0, weight_decay=0.0),
+            stopping=StoppingConfig(rule="none", eval_set="validation"),
+        )
+    }
 
     @property
     def settings(self) -> UnsirOptions:
         assert isinstance(self.options, UnsirOptions)
         return self.options
 
-    def run(self, task: UnlearningTask) -> MethodOutcome:
-        config, split, data = task.config, task.split, task.data
+    def learn_noise(
+        self, model: nn.Module, task: UnlearningTask, device: torch.device
+    ) -> tuple[Tensor, Tensor, dict[str, list[float]]]:
+        """Phase 1: one noise batch per forgotten class, against ``model`` in eval mode.
+
+        Returns:
+            ``images`` ``(K * B_n, C_in, H, W)`` and ``labels`` ``(K * B_n,)`` on ``device``,
+            and per class the model's cross-entropy on its noise before and after learning it.
+        """
         settings = self.settings
-        device = torch.device(config.device)
-        model = task.model
-        prepare_model(model, device, channels_last=config.channels_last)
-        batch_size = self.batch_size(config, split.scenario)
-        evaluation_sets = build_evaluation_sets(
-            data, split, config.stopping, generator=task.generator
-        )
-        history: list[dict[str, float]] = []
-        check_seconds = 0.0
-
-        def check(phase: float) -> None:
-            nonlocal check_seconds
-            started_check = time.perf_counter()
-            result = check_rule(
-                model,
-                evaluation_sets,
-                split,
-                data.num_classes,
-                batch_size=config.eval_batch_size,
-                channels_last=config.channels_last,
-                checks_forget=config.stopping.class_checks_forget,
-            )
-            check_seconds += time.perf_counter() - started_check
-            history.append(
-                {
-                    "batch": 0,  # UNSIR never processes a forget batch
-                    "phase": phase,  # 0 start, 1 after impair, 2 after repair
-                    "forget_train_acc": result.forget_acc,
-                    "held_out_acc": result.held_out_acc,
-                }
-            )
-
-        started = time.perf_counter()
-        check(0)
-        # Phase 1: one noise batch per forgotten class, against the deployed (eval-mode) model.
         model.eval()
-        _, channels, height, width = data.train.images.shape
+        _, channels, height, width = task.data.train.images.shape
         noises = [
             learn_error_maximizing_noise(
                 model,
@@ -241,18 +282,49 @@ class Unsir(UnlearningMethod):
                 generator=task.generator,
                 device=device,
             )
-            for cls in split.classes
+            for cls in task.split.classes
         ]
-        noise_images = torch.cat([learned.noise for learned in noises])  # (K * B_n, C_in, H, W)
-        noise_labels = torch.cat(
+        images = torch.cat([learned.noise for learned in noises])
+        labels = torch.cat(
             [
                 torch.full((settings.noise_batch_size,), learned.label, dtype=torch.long)
                 for learned in noises
             ]
-        ).to(device)  # (K * B_n,)
-        subset = retain_subset(
-            data.train.labels, split.retain, settings.retain_per_class, generator=task.generator
-        )
+        ).to(device)
+        cross_entropy = {
+            str(learned.label): [float(learned.cross_entropy[0]), float(learned.cross_entropy[-1])]
+            for learned in noises
+        }
+        return images, labels, cross_entropy
+
+    def run(self, task: UnlearningTask) -> MethodOutcome:
+        config, split = task.config, task.split
+        settings = self.settings
+        device = torch.device(config.device)
+        model = task.model
+        prepare_model(model, device, channels_last=config.channels_last)
+        batch_size = self.batch_size(config, split.scenario)
+        monitor = StoppingMonitor.for_task(task, model)
+        train = BatchLoader.training_set(task)
+        clock = RunClock(task.resume)
+        saves = LoopResume(task, monitor, clock)
+        at = _UnsirPosition()
+
+        clock.start()
+        saved = saves.state
+        if saved is None:
+            monitor.check({"batch": 0, "phase": 0})  # UNSIR never processes a forget batch
+            noise_images, noise_labels, noise_cross_entropy = self.learn_noise(model, task, device)
+            subset = retain_subset(
+                train.labels, split.retain, settings.retain_per_class, generator=task.generator
+            )
+        else:
+            # The noise and the retain subset were drawn before the save: they come from it.
+            noise_images = saved.loop_tensor("noise_images").to(device)
+            noise_labels = saved.loop_tensor("noise_labels").to(device)
+            noise_cross_entropy = saved.loop["noise_cross_entropy"]
+            subset = saved.loop_tensor("retain_subset")
+        noise = BatchLoader(noise_images, noise_labels, device, config.channels_last)
         num_retain = subset.numel()
         num_noise = noise_images.shape[0] * settings.noise_repeats
 
@@ -261,45 +333,38 @@ class Unsir(UnlearningMethod):
             # (position - num_retain) mod (K * B_n), i.e. the copies without materialising them.
             positions = shard(positions)  # this process's share under torchrun
             is_retain = positions < num_retain
-            retain_index = subset[positions[is_retain]]
-            noise_index = ((positions[~is_retain] - num_retain) % noise_images.shape[0]).to(device)
-            images = torch.cat(
-                [
-                    to_device(
-                        data.train.images[retain_index], device, channels_last=config.channels_last
-                    ),
-                    to_device(
-                        noise_images[noise_index], device, channels_last=config.channels_last
-                    ),
-                ]
-            )
-            labels = torch.cat(
-                [data.train.labels[retain_index].to(device), noise_labels[noise_index]]
-            )
-            return images, labels
+            retain_images, retain_labels = train.whole(subset[positions[is_retain]])
+            copies = (positions[~is_retain] - num_retain) % noise_images.shape[0]
+            copy_images, copy_labels = noise.whole(copies)
+            return torch.cat([retain_images, copy_images]), torch.cat([retain_labels, copy_labels])
 
-        def epoch(size: int, optimizer: torch.optim.Optimizer, name: str) -> float:
-            model.train()
-            loss_sum, seen = 0.0, 0
-            world = context().world_size
-            for positions in shuffled_batches(
-                torch.arange(size),
-                batch_size,
-                generator=task.generator,
-                min_last=2 * world if world > 1 else 1,
-            ):
-                images, labels = load(positions)
-                loss = F.cross_entropy(model(images), labels)
-                take_step(
-                    loss,
-                    optimizer,
-                    model,
-                    failure=f"unsir: {name} loss is {{loss}}; lower the learning rate",
-                )
-                loss_sum += float(loss.detach()) * labels.shape[0]
-                seen += labels.shape[0]
-            return loss_sum / max(1, seen)
+        def save(optimizer: torch.optim.Optimizer) -> None:
+            assert at.order is not None
+            flat, sizes = order_parts(at.order)
+            saves.save(
+                model=model,
+                optimizer=optimizer,
+                loop={**at.to_dict(), "sizes": sizes, "noise_cross_entropy": noise_cross_entropy},
+                loop_tensors={
+                    "order": flat,
+                    "noise_images": noise_images,
+                    "noise_labels": noise_labels,
+                    "retain_subset": subset,
+                },
+            )
 
+        # Phase 2 impairs on the noise copies mixed with the retain subset; phase 3 repairs on
+        # the retain subset alone, with a fresh optimizer (as theirs).
+        phases = [
+            ("impair", settings.impair_epochs, num_retain + num_noise, config.optimizer),
+            (
+                "repair",
+                settings.repair_epochs,
+                num_retain,
+                config.optimizer.model_copy(update={"lr": settings.repair_lr}),
+            ),
+        ]
+        world = context().world_size
         progress = tqdm(
             total=settings.impair_epochs + settings.repair_epochs,
             desc="unlearn (unsir)",
@@ -307,24 +372,54 @@ class Unsir(UnlearningMethod):
             disable=task.quiet,
             leave=False,
         )
-        # Phase 2: impair on the noise copies mixed with the retain subset.
-        impair = make_optimizer(model.parameters(), config.optimizer)
-        impair_loss = 0.0
-        for _ in range(settings.impair_epochs):
-            impair_loss = epoch(num_retain + num_noise, impair, "impair")
-            progress.update()
-        check(1)
-        # Phase 3: repair on the retain subset alone, with a fresh optimizer (as theirs).
-        repair = make_optimizer(
-            model.parameters(), config.optimizer.model_copy(update={"lr": settings.repair_lr})
-        )
-        repair_loss = 0.0
-        for _ in range(settings.repair_epochs):
-            repair_loss = epoch(num_retain, repair, "repair")
-            progress.update()
-        check(2)
+        for number, (name, epochs, size, optimizer_config) in enumerate(phases, start=1):
+            optimizer = make_optimizer(model.parameters(), optimizer_config)
+            if saved is not None:
+                if number < saved.loop["phase"]:
+                    progress.update(epochs)
+                    continue  # finished before the save (its check is in the history)
+                state = saves.restore(model=model, optimizer=optimizer)
+                at = _UnsirPosition.from_dict(state.loop)
+                at.order = split_order(state.loop_tensor("order"), state.loop["sizes"])
+                progress.update(at.epoch)
+                logger.info("unsir: resumed at step %d (%s)", at.steps, name)
+                saved = None
+            while at.epoch < epochs:
+                model.train()
+                if at.order is None:
+                    at.order = list(
+                        shuffled_batches(
+                            torch.arange(size),
+                            batch_size,
+                            generator=task.generator,
+                            min_last=2 * world if world > 1 else 1,
+                        )
+                    )
+                while at.position < len(at.order):
+                    images, labels = load(at.order[at.position])
+                    at.position += 1
+                    loss = F.cross_entropy(model(images), labels)
+                    take_step(
+                        loss,
+                        optimizer,
+                        model,
+                        failure=f"unsir: {name} loss is {{loss}} (step {at.steps + 1}); lower "
+                        "the learning rate",
+                    )
+                    at.loss_sum += float(loss.detach()) * labels.shape[0]
+                    at.seen += labels.shape[0]
+                    at.steps += 1
+                    # Each batch is one step, so a state is saved exactly every `every` steps.
+                    if saves.due(at.steps - 1, at.steps):
+                        save(optimizer)
+                at.losses[name] = at.loss_sum / max(1, at.seen)
+                at.epoch, at.order, at.position = at.epoch + 1, None, 0
+                at.loss_sum, at.seen = 0.0, 0
+                progress.update()
+            at.phase, at.epoch = number + 1, 0
+            monitor.check({"batch": 0, "phase": number})
         progress.close()
-        seconds = time.perf_counter() - started
+        seconds = clock.seconds()
         model.eval()
         logger.info(
             "unsir: noise for classes %s, impair on %d retain + %d noise samples, repair on %d; "
@@ -334,24 +429,18 @@ class Unsir(UnlearningMethod):
             num_noise,
             num_retain,
             seconds,
-            check_seconds,
+            monitor.check_seconds,
         )
         return MethodOutcome(
             model=model,
             seconds=seconds,
-            history=history,
+            history=monitor.history,
             extra={
-                "check_seconds": check_seconds,
+                "check_seconds": monitor.check_seconds,
                 "stopped_by": "schedule",
-                "noise_cross_entropy": {
-                    str(learned.label): [
-                        float(learned.cross_entropy[0]),
-                        float(learned.cross_entropy[-1]),
-                    ]
-                    for learned in noises
-                },
-                "impair_loss": impair_loss,
-                "repair_loss": repair_loss,
+                "noise_cross_entropy": noise_cross_entropy,
+                "impair_loss": at.losses.get("impair", 0.0),
+                "repair_loss": at.losses.get("repair", 0.0),
                 "retain_subset_size": num_retain,
             },
         )

@@ -1,6 +1,6 @@
 """Classifiers assembled from an encoder and a head.
 
-Two ways to put a head on an encoder ``E: (N, C_in, H, W) -> (N, d)``, both in PAPER.md:
+Two ways to put a head on an encoder ``E: (N, C_in, H, W) -> (N, d)`` (docs/method.md, "Models"):
 
 - :class:`LinearHeadClassifier`: the plain classifier; ``features = E(x)``, ``logits = W z + b``.
 - :class:`ProjectionClassifier`: the authors' code; an MLP projection ``d -> d -> 128`` whose

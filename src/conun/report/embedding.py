@@ -16,10 +16,14 @@ from typing import Any
 
 import torch
 
+from conun.bench.preset import RequestSpec
+from conun.config import TrainConfig
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint_meta
 from conun.models.base import Classifier
 from conun.report.document import Image
 from conun.report.figures import figure_png
+from conun.viz.embeddings import model_embedding_figure
+from conun.workflows.inputs import ensure_dataset, load_training_data
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +57,6 @@ def embedding_image(
         requests: request label -> the request as recorded in bench.yaml.
         original_keys: seed -> its directory under ``originals/``.
     """
-    from conun.bench.preset import RequestSpec
-    from conun.config import TrainConfig
-    from conun.viz import model_embedding_figure
-    from conun.workflows.runs import ensure_dataset, load_training_data
-
     ordered = sorted(requests.items(), key=lambda item: item[1].get("class") is None)
     for seed in seeds:
         original = bench / "originals" / str(original_keys.get(seed, "")) / CHECKPOINT_FILE

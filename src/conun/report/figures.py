@@ -45,7 +45,10 @@ FIGURES: tuple[FigureSpec, ...] = (
         "forgetting_curve",
         "Forgetting curve",
         "Accuracy on the forget set against forget batches processed, one line per loop-based "
-        "run; the dotted line is the retrained model's accuracy on the forget set.",
+        "run; the dotted line is the retrained model's accuracy on the forget set. Diamonds are "
+        "runs without a curve, at their final forget-set accuracy: one-shot methods (fisher, "
+        "ssd, lcodec) and methods that never step on a forget batch (finetune, l1_sparse, "
+        "unsir), drawn at 0 forget batches.",
         forgetting_curve_figure,
     ),
     FigureSpec(
@@ -60,7 +63,10 @@ FIGURES: tuple[FigureSpec, ...] = (
         "tradeoff",
         "Forgetting against utility",
         "Per run: |forget-train accuracy − retrain's| (0 = forgets like retraining) against "
-        "test accuracy, coloured by seconds (log scale); one marker shape per method.",
+        "utility, coloured by seconds (log scale); one marker shape per method. Utility is the "
+        "test accuracy on the retained classes for a class request (the forgotten class's test "
+        "samples would count successful forgetting as lost utility) and on the whole test set "
+        "for a sample request.",
         tradeoff_figure,
     ),
 )

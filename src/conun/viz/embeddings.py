@@ -7,16 +7,14 @@ class, forget samples as larger black-edged stars coloured by class. After good 
 forget samples leave their class's cluster (class scenario) or look like unseen samples of it
 (sample scenario), as for the retrained model.
 
-Why the function takes loaded models, not checkpoint paths: DESIGN.md says ``viz`` never imports
-the engine, and checkpoints are read by ``conun.engine.checkpoint.load_checkpoint``. The caller
-(the CLI, a benchmark script, a notebook) loads them, e.g.::
-
-    from conun.engine.checkpoint import load_checkpoint
-    models = {name: load_checkpoint(run / "checkpoint.safetensors")[0] for name, run in runs}
-    embedding_projection(models, images, labels, is_forget, "figures/tsne", seed=0)
-
-Taking modules rather than state dicts also spares this package the model registry, and lets a
-practitioner pass their own wrapped model (:func:`conun.models.wrap_model`) directly.
+The functions take loaded models (or their features, or the projections), never checkpoint
+paths: reading a checkpoint is the engine's job, and this package draws from what it is given
+without importing the engine. The caller (a workflow such as the bench report, a benchmark
+script, a notebook) loads the models and passes them in, e.g.
+``embedding_projection({"original": original, "contrastive": unlearned}, images, labels,
+is_forget, "figures/tsne", seed=0)``. Taking modules rather than state dicts also spares this
+package the model registry, and lets a practitioner pass their own wrapped model
+(:func:`conun.models.wrap_model`) directly.
 
 Each panel is its own t-SNE (t-SNE axes carry no meaning across fits); every fit uses the same
 seed and PCA initialisation, so the same models, samples and seed give the same figure.

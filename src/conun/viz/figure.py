@@ -8,13 +8,16 @@ date is left out so that two saves are byte-identical).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from conun.io import atomic_write
 
@@ -102,3 +105,40 @@ def method_colours(methods: Iterable[str]) -> dict[str, Colour]:
         return {name: palette(i) for i, name in enumerate(names)}
     palette = matplotlib.colormaps["turbo"]
     return {name: palette(i / (len(names) - 1)) for i, name in enumerate(names)}
+
+
+def legend_entries(axes: Iterable[Axes]) -> dict[str, Artist]:
+    """The labelled artists of ``axes``, one per label, in order of first appearance.
+
+    A method drawn in several panels keeps its colour (:func:`method_colours`), so one legend
+    entry serves them all.
+
+    Args:
+        axes: the panels.
+
+    Returns:
+        ``{label: the first artist with it}``; labels starting with ``_`` are left out.
+    """
+    entries: dict[str, Artist] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return entries
+
+
+def figure_legend(figure: Figure, handles: Sequence[Artist]) -> Legend | None:
+    """One legend for the whole figure, to the right of every panel, never over the data.
+
+    A legend inside an Axes hides the points that fall under it (the trade-off's cloud of
+    methods fills whole panels); constrained layout makes room for an "outside" legend instead.
+
+    Args:
+        figure: a figure from :func:`new_figure` (constrained layout).
+        handles: the entries, each with its label, in order.
+
+    Returns:
+        The legend, or None when there is no entry.
+    """
+    if not handles:
+        return None
+    return figure.legend(handles=list(handles), loc="outside right upper", fontsize="small")

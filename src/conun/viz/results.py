@@ -10,7 +10,7 @@ across the panel) is the mean of all its retrain runs.
 
 The schema check reads the schema shipped in the package directly rather than through
 ``conun.evaluation.results``: importing ``conun.evaluation`` imports the engine, which this
-package never does (DESIGN.md).
+package never does (by design: viz draws from saved files only).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import jsonschema
 
-RESULTS_FILE = "results.json"
+from conun.io import RESULTS_FILE
 
 #: Methods that are references rather than unlearning methods.
 ORIGINAL = "original"

@@ -7,16 +7,23 @@ results.json holding all six runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import torch
-
-from conun.config import TrainConfig, build_config, build_unlearn_config, preset_path, read_yaml
+from conun.config import build_train_config
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import save_checkpoint
 from conun.evaluation.results import Results
-from conun.methods.base import get_method
-from conun.workflows.runs import ForgetSpec, prepare_output_dir, run_method, train_original
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.inputs import validation_of
+from conun.workflows.outputs import prepare_output_dir
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import train_original
+from conun.workflows.unlearning import run_method
+
+# INFO only: the command line shows these with -v; by default its progress bars and the final
+# table say where the demo is.
+logger = logging.getLogger(__name__)
 
 
 def run_demo(
@@ -31,31 +38,32 @@ def run_demo(
 ) -> Results:
     """Train, retrain and unlearn on ``dataset``; write ``out_dir/results.json`` and the
     original's checkpoint; return the results (printed by the CLI)."""
-    preset = preset_path("train", dataset)
-    train_config = build_config(
-        TrainConfig, [read_yaml(preset) if preset else None, {"dataset": dataset, "seed": seed}]
-    )
+    train_config = build_train_config(dataset, [{"seed": seed}])
     prepare_output_dir(out_dir, force=force)
+    logger.info("demo: training the original %s on %s", train_config.model, dataset)
     trained = train_original(train_config, None, quiet=quiet)
     data, model = trained.data, trained.model
-    validation = torch.tensor(trained.meta.validation, dtype=torch.long)
+    validation = validation_of(trained.meta)
     results = Results(dataset, train_config.model, seed, train_config.device)
     requests: list[ForgetRetainSplit] = [
         ForgetSpec(classes=(forget_class,)).resolve(data, validation, seed),
         ForgetSpec(fraction=forget_fraction).resolve(data, validation, seed),
     ]
     for split in requests:
+        logger.info(
+            "demo: %s request (%d training samples to forget): original, retrain, contrastive",
+            split.scenario,
+            split.forget.numel(),
+        )
         for name in ("original", "retrain", "contrastive"):
-            unlearn_config = build_unlearn_config(
-                name, split.scenario, [{"seed": seed}], dataset=dataset
-            )
-            method = get_method(name).for_scenario(split.scenario, unlearn_config.options)
+            unlearn_config = resolve_unlearn_config(
+                name, split.scenario, dataset=dataset, layers=[("--seed", {"seed": seed})]
+            ).config
             _, record = run_method(
-                method,
+                unlearn_config,
                 model,
                 data,
                 split,
-                unlearn_config,
                 train_config=train_config,
                 original_seconds=trained.meta.seconds,
                 quiet=quiet,

@@ -1,0 +1,286 @@
+"""What every unlearning loop shares, whatever its shape.
+
+The shared loop (:func:`conun.engine.unlearning.run_unlearning_loop`) and the methods with a
+schedule of their own (SCRUB's max/min epochs, UNSIR's noise/impair/repair phases, L-CODEC's
+Newton step per removal batch) are built from the same four pieces:
+
+- :class:`StoppingMonitor`: the stopping rule's evaluation sets, a timed check that appends one
+  history entry, the accumulated check time, and whether the rule holds;
+- :class:`BatchLoader`: this rank's share of a global batch of indices, on the device, in the
+  run's memory format;
+- :class:`RunClock`: the method's wall-clock, without the time spent writing resumable states
+  and continuing the interrupted run's time when it resumes;
+- :class:`LoopResume`: saving a loop's state every ``resume.every`` optimizer steps with the
+  monitor's history and the clock in it, and restoring all of it on resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from conun.config import StoppingConfig
+from conun.data.splits import ForgetRetainSplit
+from conun.distributed.device import to_device
+from conun.distributed.group import shard
+from conun.engine.resume import LoopState, Resumable
+from conun.engine.stopping import EvaluationSets, RuleCheck, build_evaluation_sets, check_rule
+from conun.engine.task import UnlearningTask
+from conun.models.base import Classifier
+
+
+class StoppingMonitor:
+    """The stopping rule of one run: its evaluation sets, its checks and their history.
+
+    Attributes:
+        history: one entry per check: the loop's position (the keyword arguments of
+            :meth:`check`, in their order) followed by ``forget_train_acc`` and ``held_out_acc``.
+        check_seconds: wall-clock spent in checks (part of the method's time).
+        last: the latest check, None before the first.
+    """
+
+    def __init__(
+        self,
+        model: Classifier,
+        sets: EvaluationSets,
+        split: ForgetRetainSplit,
+        num_classes: int,
+        stopping: StoppingConfig,
+        *,
+        batch_size: int,
+        channels_last: bool,
+    ) -> None:
+        self.model = model
+        self.sets = sets
+        self.split = split
+        self.num_classes = num_classes
+        self.stopping = stopping
+        self.batch_size = batch_size
+        self.channels_last = channels_last
+        self.history: list[dict[str, float]] = []
+        self.check_seconds = 0.0
+        self.last: RuleCheck | None = None
+
+    @classmethod
+    def for_task(cls, task: UnlearningTask, model: Classifier) -> StoppingMonitor:
+        """The monitor of ``task``'s run on ``model``; draws the evaluation subsets from
+        ``task.generator`` (so a loop builds it at the same point of every run)."""
+        config = task.config
+        sets = build_evaluation_sets(
+            task.data, task.split, config.stopping, generator=task.generator
+        )
+        return cls(
+            model,
+            sets,
+            task.split,
+            task.data.num_classes,
+            config.stopping,
+            batch_size=config.eval_batch_size,
+            channels_last=config.channels_last,
+        )
+
+    def check(self, position: Mapping[str, float]) -> RuleCheck:
+        """Evaluate the rule now (timed) and append ``{**position, accuracies}`` to the history.
+
+        Args:
+            position: where the loop is (e.g. ``batch``, ``pass``, ``epoch``), recorded first,
+                in its order.
+        """
+        started = time.perf_counter()
+        result = check_rule(
+            self.model,
+            self.sets,
+            self.split,
+            self.num_classes,
+            batch_size=self.batch_size,
+            channels_last=self.channels_last,
+            checks_forget=self.stopping.class_checks_forget,
+        )
+        self.check_seconds += time.perf_counter() - started
+        self.history.append(
+            {
+                **position,
+                "forget_train_acc": result.forget_acc,
+                "held_out_acc": result.held_out_acc,
+            }
+        )
+        self.last = result
+        return result
+
+    @property
+    def holds(self) -> bool:
+        """Whether the run stops here: ``stopping.rule`` is ``auto`` and the last check met it."""
+        return self.stopping.rule == "auto" and self.last is not None and self.last.stop
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history, the check time and the last check, as JSON (for a resumable state)."""
+        return {
+            "history": self.history,
+            "check_seconds": self.check_seconds,
+            "last": self.last.to_dict() if self.last is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what :meth:`state_dict` returned."""
+        self.history = list(state["history"])
+        self.check_seconds = float(state["check_seconds"])
+        last = state.get("last")
+        self.last = RuleCheck(**last) if last is not None else None
+
+
+@dataclass(frozen=True)
+class BatchLoader:
+    """Batches of a set of images, by index, on the device.
+
+    Attributes:
+        images: ``(N, C_in, H, W)`` (any device).
+        labels: ``(N,)``.
+        device: where batches go.
+        channels_last: batches in channels_last format.
+    """
+
+    images: Tensor
+    labels: Tensor
+    device: torch.device
+    channels_last: bool
+
+    @classmethod
+    def training_set(cls, task: UnlearningTask) -> BatchLoader:
+        """Batches of ``task``'s training set on the configured device."""
+        return cls(
+            task.data.train.images,
+            task.data.train.labels,
+            torch.device(task.config.device),
+            task.config.channels_last,
+        )
+
+    def __call__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """This rank's share of a global batch ``(B,)`` of indices (all of it in one process).
+
+        Returns:
+            ``images`` ``(B', C_in, H, W)`` and ``labels`` ``(B',)`` on the device.
+        """
+        return self.whole(shard(index))
+
+    def whole(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch ``(B,)`` itself, on every rank (already sharded, or not data-parallel).
+
+        Returns:
+            ``images`` ``(B, C_in, H, W)`` and ``labels`` ``(B,)`` on the device.
+        """
+        images = to_device(self.images[index], self.device, channels_last=self.channels_last)
+        return images, self.labels[index].to(self.device)
+
+
+class RunClock:
+    """A method's wall-clock: from :meth:`start`, less the time its :class:`Resumable` spent
+    writing states; a resumed run continues the interrupted run's time."""
+
+    def __init__(self, resume: Resumable | None) -> None:
+        self._resume = resume
+        self._started = time.perf_counter()
+
+    def start(self) -> None:
+        """Start (again) from zero now."""
+        self._started = time.perf_counter()
+
+    def continue_from(self, seconds: float) -> None:
+        """Count ``seconds`` (the interrupted run's time) as already spent."""
+        self._started -= seconds
+
+    def seconds(self) -> float:
+        """Seconds so far, saving time excluded."""
+        saving = self._resume.save_seconds if self._resume is not None else 0.0
+        return time.perf_counter() - self._started - saving
+
+
+class LoopResume:
+    """A loop's resumable states: saved every ``resume.every`` optimizer steps together with the
+    monitor's history and the clock, and restored with them (a no-op without a ``Resumable``).
+
+    The loop's own position (counters as JSON, index orders as tensors) is what it passes to
+    :meth:`save`; :meth:`restore` hands it back in the returned :class:`LoopState`.
+    """
+
+    def __init__(
+        self, task: UnlearningTask, monitor: StoppingMonitor | None, clock: RunClock
+    ) -> None:
+        self.resume = task.resume
+        self.generator = task.generator
+        self.monitor = monitor
+        self.clock = clock
+
+    @property
+    def state(self) -> LoopState | None:
+        """The state to continue from (None: the run starts from the beginning)."""
+        return self.resume.state if self.resume is not None else None
+
+    @property
+    def saving(self) -> bool:
+        """Whether the run saves resumable states at all."""
+        return self.resume is not None
+
+    def due(self, steps_before: int, steps_after: int) -> bool:
+        """Whether a save point (a multiple of ``every`` steps) lies in ``(before, after]``:
+        a loop that saves only between units of several steps rounds up to the unit."""
+        if self.resume is None:
+            return False
+        every = self.resume.every
+        return steps_after // every > steps_before // every
+
+    def save(
+        self,
+        *,
+        model: Classifier,
+        optimizer: torch.optim.Optimizer | None,
+        loop: dict[str, Any],
+        loop_tensors: dict[str, Tensor],
+    ) -> None:
+        """Write ``loop`` (JSON) and ``loop_tensors`` with the weights, optimizer, RNGs, the
+        monitor's state and the run's time so far."""
+        if self.resume is None:
+            raise RuntimeError("this run was given no Resumable: it saves no states")
+        monitored = self.monitor.state_dict() if self.monitor is not None else {}
+        self.resume.save(
+            model=model,
+            optimizer=optimizer,
+            generator=self.generator,
+            loop={**loop, **monitored, "seconds": self.clock.seconds()},
+            loop_tensors=loop_tensors,
+        )
+
+    def restore(self, *, model: Classifier, optimizer: torch.optim.Optimizer | None) -> LoopState:
+        """Load the saved weights, optimizer, RNGs, history and time; return the state."""
+        if self.resume is None:
+            raise RuntimeError("this run was given no Resumable: there is no state to restore")
+        state = self.resume.restore(model=model, optimizer=optimizer, generator=self.generator)
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state.loop)
+        self.clock.continue_from(state.loop["seconds"])
+        return state
+
+
+def split_order(flat: Tensor, sizes: list[int]) -> list[Tensor]:
+    """A saved batch order (``(N,)`` concatenated batches and their sizes) as ``(B,)`` batches."""
+    return list(torch.split(flat, sizes))
+
+
+def order_parts(order: list[Tensor]) -> tuple[Tensor, list[int]]:
+    """A batch order as one ``(N,)`` tensor and the batch sizes (inverse of :func:`split_order`)."""
+    flat = torch.cat(order) if order else torch.empty(0, dtype=torch.long)
+    return flat, [int(batch.numel()) for batch in order]
+
+
+__all__ = [
+    "BatchLoader",
+    "LoopResume",
+    "RunClock",
+    "StoppingMonitor",
+    "order_parts",
+    "split_order",
+]
