@@ -8,7 +8,8 @@ import click
 
 from conun.cli import summary
 from conun.cli.common import forget_options, forget_spec, handle_errors, output_options
-from conun.workflows.runs import audit_checkpoint, describe
+from conun.workflows.evaluation import audit_checkpoint
+from conun.workflows.outputs import describe
 
 
 @click.command(short_help=summary("audit"))

@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from conun.distributed.group import setup_from_environment
 from conun.engine.resume import DEFAULT_SAVE_EVERY
 from conun.engine.training import NonFiniteLossError
-from conun.workflows.runs import ForgetSpec
+from conun.workflows.requests import ForgetSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 

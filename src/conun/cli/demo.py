@@ -9,7 +9,7 @@ import click
 from conun.cli import summary
 from conun.cli.common import handle_errors, output_options
 from conun.workflows.demo import run_demo
-from conun.workflows.runs import describe
+from conun.workflows.outputs import describe
 
 
 @click.command(short_help=summary("demo"))

@@ -12,7 +12,8 @@ from conun.cli.common import (
     join_processes,
     output_options,
 )
-from conun.workflows.runs import describe, evaluate_checkpoint
+from conun.workflows.evaluation import evaluate_checkpoint
+from conun.workflows.outputs import describe
 
 
 @click.command(short_help=summary("evaluate"))

@@ -16,7 +16,8 @@ from conun.cli.common import (
     resume_options,
 )
 from conun.config import build_train_config, read_yaml
-from conun.workflows.runs import describe, train_original
+from conun.workflows.outputs import describe
+from conun.workflows.training import train_original
 
 
 @click.command(short_help=summary("train"))

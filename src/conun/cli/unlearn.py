@@ -18,7 +18,8 @@ from conun.cli.common import (
 from conun.config import read_yaml
 from conun.engine.checkpoint import read_checkpoint_meta
 from conun.workflows.configs import resolve_unlearn_config
-from conun.workflows.runs import describe, unlearn_checkpoint
+from conun.workflows.outputs import describe
+from conun.workflows.unlearning import unlearn_checkpoint
 
 
 @click.command(short_help=summary("unlearn"))

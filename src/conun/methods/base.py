@@ -80,7 +80,10 @@ class MethodDefaults:
     Attributes:
         batch_size: forget batch size (for one-shot methods, the chunk they batch their work
             in); None for a method that takes no batches (original, retrain).
-        options: an instance of the method's ``Options`` model; None: that model's defaults.
+        options: None (the default): the method's ``Options`` model's field defaults, which
+            are the method's own defaults (its paper's, citing their source); an instance of
+            that model for a scenario that departs from them, built with only the departing
+            fields (the rest keep the field defaults), saying why.
         optimizer: the optimizer of the method's steps; the generic one where it takes none.
         stopping: the stopping rule of a loop method.
     """
@@ -97,9 +100,11 @@ class UnlearningMethod:
     Class attributes:
         name: registry name (set by :func:`register_method`).
         scenarios: the scenarios the method is meant for.
-        Options: the pydantic model of the method's hyperparameters.
-        scenario_defaults: the method's complete defaults per scenario (options, optimizer,
-            batch size, stopping), the one place they live; each method cites its sources.
+        Options: the pydantic model of the method's hyperparameters; its field defaults are the
+            method's default options, the one place they live, each citing its source.
+        scenario_defaults: the method's complete defaults per scenario (optimizer, batch size,
+            stopping, and options where a scenario departs from the Options field defaults),
+            the one place they live; each method cites its sources.
     """
 
     name: ClassVar[str] = ""

@@ -154,7 +154,8 @@ def nearest_wrong_labels(
 
 
 class BoundaryShrinkOptions(StrictModel):
-    """Boundary Shrink's attack; defaults are the authors' (``boundary_shrink`` in their code)."""
+    """Boundary Shrink's attack; defaults are the authors' (Chen et al., CVPR 2023,
+    Boundary-Unlearning-Code ``boundary_unlearning.py``, ``boundary_shrink``: FGSM, bound 0.1)."""
 
     attack: Literal["fgsm", "pgd"] = "fgsm"
     """FGSM (the paper's) or their alternative L-inf PGD."""
@@ -183,7 +184,6 @@ class BoundaryShrink(LoopMethod):
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
         "class": MethodDefaults(
             batch_size=64,
-            options=BoundaryShrinkOptions(attack="fgsm", bound=0.1),
             optimizer=OptimizerConfig(name="sgd", lr=1e-5, momentum=0.9, weight_decay=0.0),
             stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
         )

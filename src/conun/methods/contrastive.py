@@ -35,8 +35,8 @@ from conun.models.base import Classifier
 
 class ContrastiveOptions(StrictModel):
     """Hyperparameters; the field defaults are the authors' (Lee et al., IJCAI 2025: tau 0.7,
-    lambda_UL 3, lambda_CE 1, omega 4); conun's per-scenario defaults are
-    ``ContrastiveUnlearning.scenario_defaults``."""
+    lambda_UL 3, lambda_CE 1, omega 4); conun's scenario defaults depart from them in
+    ``lambda_ce`` and ``detach_retain`` (``ContrastiveUnlearning.scenario_defaults`` says why)."""
 
     temperature: float = Field(0.7, gt=0)
     lambda_ul: float = Field(3.0, ge=0)
@@ -82,7 +82,8 @@ class ContrastiveUnlearning(LoopMethod):
         # SGD lr 1e-3, momentum 0.9, no weight decay, batch 64; the scenario's stopping rule.
         "class": MethodDefaults(
             batch_size=64,
-            options=ContrastiveOptions(detach_retain=True, lambda_ce=2.0),
+            # conun's two departures from the authors' options (see above).
+            options=ContrastiveOptions(lambda_ce=2.0, detach_retain=True),
             optimizer=OptimizerConfig(name="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0),
             stopping=StoppingConfig(rule="auto", eval_set="validation", max_passes=20),
         ),
@@ -91,7 +92,8 @@ class ContrastiveUnlearning(LoopMethod):
         # instead of never (experiments/results/contrastive-study.md).
         "sample": MethodDefaults(
             batch_size=128,
-            options=ContrastiveOptions(detach_retain=True, lambda_ce=2.0),
+            # conun's two departures from the authors' options (see above).
+            options=ContrastiveOptions(lambda_ce=2.0, detach_retain=True),
             optimizer=OptimizerConfig(name="sgd", lr=3e-3, momentum=0.9, weight_decay=0.0),
             stopping=StoppingConfig(rule="auto", eval_set="validation", max_passes=20),
         ),

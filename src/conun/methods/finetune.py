@@ -24,7 +24,7 @@
   momentum nor weight decay can move it. ``prune_ratio = 0`` (the default) is plain
   l1-sparse MU on the dense model.
 
-Defaults (``scenario_defaults`` of both classes) follow the common
+Defaults (``scenario_defaults`` of both classes, ``L1SparseOptions``) follow the common
 protocol of Jia et al. 2023 and Fan et al. 2024 (both official READMEs): SGD, lr 0.01,
 momentum 0.9, weight decay 5e-4, batch 256, 10 epochs; gamma = 5e-4 for l1-sparse.
 
@@ -95,7 +95,9 @@ class Finetune(LoopMethod):
 
 
 class L1SparseOptions(StrictModel):
-    """Hyperparameters of l1-sparse MU; defaults are Jia et al.'s."""
+    """Hyperparameters of l1-sparse MU; defaults are Jia et al.'s (NeurIPS 2023,
+    OPTML-Group/Unlearn-Sparse: gamma (``--alpha``) 5e-4 decaying linearly per epoch,
+    ``FT_l1``; prune_ratio 0, the dense model), for both scenarios."""
 
     alpha: float = Field(5e-4, ge=0)
     """gamma: the l1 weight of the first epoch (their ``--alpha``)."""
@@ -160,7 +162,6 @@ class L1Sparse(Finetune):
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
         scenario: MethodDefaults(
             batch_size=256,
-            options=L1SparseOptions(alpha=5e-4, no_l1_epochs=0, prune_ratio=0.0),
             optimizer=OptimizerConfig(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4),
             stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
         )

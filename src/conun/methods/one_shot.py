@@ -214,7 +214,10 @@ def fisher_posterior(
 
 
 class FisherOptions(StrictModel):
-    """Hyperparameters of Fisher forgetting; defaults are Golatkar et al.'s code."""
+    """Hyperparameters of Fisher forgetting, for both scenarios: ``alpha`` is Golatkar et al.'s
+    (CVPR 2020, AdityaGolatkar/SelectiveForgetting ``main.ipynb``, ``hessian``,
+    ``get_mean_var``); ``max_samples`` is conun's cap for the CPU (theirs: the whole retain
+    set)."""
 
     alpha: float = Field(1e-6, gt=0)
     """Noise scale: ``var = alpha / F`` (reference ``alpha = 1e-6``)."""
@@ -238,8 +241,7 @@ class FisherForgetting(UnlearningMethod):
     # per-sample Jacobians are computed at once; small chunks were fastest on the CPU (5 ms per
     # sample at 8 vs 12 ms at 32, small_cnn).
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
-        scenario: MethodDefaults(batch_size=8, options=FisherOptions(alpha=1e-6, max_samples=5000))
-        for scenario in ("class", "sample")
+        scenario: MethodDefaults(batch_size=8) for scenario in ("class", "sample")
     }
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
@@ -390,7 +392,9 @@ def dampen_(
 
 
 class SSDOptions(StrictModel):
-    """Hyperparameters of SSD; defaults are Foster et al.'s for ResNet-18."""
+    """Hyperparameters of SSD; defaults are Foster et al.'s for ResNet-18 (AAAI 2024,
+    if-loops/selective-synaptic-dampening: selection_weighting (alpha) 10, dampening_constant
+    (lambda) 1), for both scenarios."""
 
     selection_weighting: float = Field(10.0, gt=0)
     """alpha: an entry is selected when ``I_u > alpha * I_D``."""
@@ -413,18 +417,8 @@ class SelectiveSynapticDampening(UnlearningMethod):
     # 64 (class: src/forget_full_class_main.py) and 128 (sample: src/forget_random_main.py),
     # their -b defaults. One shot: no optimizer steps (optimizer and stopping unused).
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
-        "class": MethodDefaults(
-            batch_size=64,
-            options=SSDOptions(
-                selection_weighting=10.0, dampening_constant=1.0, class_batches=False
-            ),
-        ),
-        "sample": MethodDefaults(
-            batch_size=128,
-            options=SSDOptions(
-                selection_weighting=10.0, dampening_constant=1.0, class_batches=False
-            ),
-        ),
+        "class": MethodDefaults(batch_size=64),
+        "sample": MethodDefaults(batch_size=128),
     }
 
     def run(self, task: UnlearningTask) -> MethodOutcome:

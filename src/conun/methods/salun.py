@@ -34,7 +34,7 @@ forget batch of ``B_u = round(B * |D_u| / |D_r|)`` (at least 1), so that one pas
 
     (B_u * CE(f(X_u), Y~) + B * CE(f(X_r), Y_r)) / (B_u + B).
 
-Defaults (``SalUn.scenario_defaults``): threshold 0.5 (the paper's mask
+Defaults (``SalUnOptions``, ``SalUn.scenario_defaults``): threshold 0.5 (the paper's mask
 ``with_0.5.pt``), SGD lr 0.013, momentum 0.9, weight decay 5e-4, batch 256, 10 epochs (their
 README's commands for class-wise and 10% random forgetting of ResNet-18 on CIFAR-10).
 
@@ -77,7 +77,9 @@ from conun.models.base import Classifier
 
 
 class SalUnOptions(StrictModel):
-    """Hyperparameters of SalUn; defaults are Fan et al.'s."""
+    """Hyperparameters of SalUn; defaults are Fan et al.'s (ICLR 2024,
+    OPTML-Group/Unlearn-Saliency README: mask ``with_0.5.pt``, threshold 0.5), for both
+    scenarios."""
 
     threshold: float = Field(0.5, gt=0, le=1)
     """Fraction of all parameter entries that are salient (updated): the largest ``|g|``."""
@@ -153,7 +155,6 @@ class SalUn(LoopMethod):
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
         scenario: MethodDefaults(
             batch_size=256,
-            options=SalUnOptions(threshold=0.5),
             optimizer=OptimizerConfig(name="sgd", lr=1.3e-2, momentum=0.9, weight_decay=5e-4),
             stopping=StoppingConfig(rule="none", eval_set="validation", max_passes=10),
         )

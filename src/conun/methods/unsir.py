@@ -87,7 +87,9 @@ logger = logging.getLogger(__name__)
 
 
 class UnsirOptions(StrictModel):
-    """UNSIR's hyperparameters; defaults are the official notebook's (CIFAR-10, ResNet-18)."""
+    """UNSIR's hyperparameters; defaults are the official notebook's (CIFAR-10, ResNet-18):
+    Tarun et al. (IEEE TNNLS 2023), vikram2000b/Fast-Machine-Unlearning "Machine
+    Unlearning.ipynb"."""
 
     noise_batch_size: int = Field(256, ge=1)
     """``B_n``: noise images learned per forgotten class."""
@@ -238,17 +240,6 @@ class Unsir(UnlearningMethod):
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
         "class": MethodDefaults(
             batch_size=256,
-            options=UnsirOptions(
-                noise_batch_size=256,
-                noise_lr=0.1,
-                noise_steps=40,
-                noise_l2_weight=0.1,
-                noise_repeats=20,
-                retain_per_class=1000,
-                impair_epochs=1,
-                repair_epochs=1,
-                repair_lr=0.01,
-            ),
             optimizer=OptimizerConfig(name="adam", lr=0.02, momentum=0.0, weight_decay=0.0),
             stopping=StoppingConfig(rule="none", eval_set="validation"),
         )

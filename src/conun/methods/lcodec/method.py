@@ -138,8 +138,10 @@ class SelectionTooLargeError(RuntimeError):
 
 
 class LCodecOptions(StrictModel):
-    """Hyperparameters of L-CODEC; defaults are the authors' (``cifar_scrub.sh``,
-    ``scrub_tools.py``)."""
+    """Hyperparameters of L-CODEC; defaults are the authors' (Mehta et al., CVPR 2022,
+    vsingh-group/LCODEC-deep-unlearning ``scrub/scrub_scripts/cifar_scrub.sh``,
+    ``scrub_tools.py``) except ``noise`` (off) and the Hessian (exact, on ``hessian_samples``
+    samples, solved by ``minres``), conun's departures (see the module docstring)."""
 
     perturbations: int = Field(1000, ge=2)
     """Noisy copies of a removal batch that FOCI learns from (their ``n_perturbations``)."""
@@ -171,9 +173,11 @@ class LCodecOptions(StrictModel):
     max_selected_params: int = Field(8192, ge=1)
     """``matrix``: largest selection whose ``P x P`` Hessian is formed; a larger one is an
     error."""
-    hessian_samples: int | None = Field(None, ge=1)
+    hessian_samples: int | None = Field(256, ge=1)
     """Remaining samples the Hessian is averaged over (a random subset, an unbiased estimate of
-    the exact Hessian); None: all of them, the exact Hessian."""
+    the exact Hessian); None: all of them, the exact Hessian. Their finite-difference Hessian
+    needs training-time gradients conun does not keep; 256 keeps the exact one affordable
+    (all of them: ~2 minutes per removal batch on digits, see the module docstring)."""
     hessian_batch_size: int = Field(256, ge=1)
     """Samples per Hessian chunk (memory grows with it times ``tangent_chunk``)."""
     tangent_chunk: int = Field(64, ge=1)
@@ -208,23 +212,7 @@ class LCodec(UnlearningMethod):
     # MINRES on exact Hessian-vector products instead of forming and inverting the P x P matrix
     # (solver: matrix does that; same step to rtol 1e-6, ~15x slower on Fashion-MNIST small_cnn).
     scenario_defaults: ClassVar[Mapping[Scenario, MethodDefaults]] = {
-        "sample": MethodDefaults(
-            batch_size=64,
-            options=LCodecOptions(
-                perturbations=1000,
-                perturbation_std=0.1,
-                l2_reg=0.01,
-                noise=False,
-                epsilon=0.1,
-                delta=0.01,
-                hessian_lipschitz=0.25,
-                gradient_lipschitz=1.0,
-                solver="minres",
-                solver_rtol=1e-6,
-                max_selected_params=8192,
-                hessian_samples=256,
-            ),
-        )
+        "sample": MethodDefaults(batch_size=64)
     }
 
     def run(self, task: UnlearningTask) -> MethodOutcome:
