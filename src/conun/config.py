@@ -77,6 +77,16 @@ class StoppingConfig(StrictModel):
     rule: Literal["auto", "none"] = "auto"
     """``auto``: the scenario's rule (class: forget accuracy <= 1/C; sample: forget accuracy <=
     held-out accuracy). ``none``: run ``max_passes`` passes."""
+    sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy"
+    """Sample scenario only: what ``auto`` stops on. ``accuracy`` (the paper): forget accuracy
+    <= held-out accuracy. ``indistinguishable``: the forget samples' per-sample losses can no
+    longer be told from held-out samples' — the AUC of "lower loss = seen in training" between
+    the two subsets is at most ``0.5 + z * sigma``, sigma the AUC's standard deviation when both
+    come from one distribution (Mann-Whitney, from the two subsets' sizes) and z the two-sided
+    normal quantile of ``confidence``. An AUC below ``0.5 - z * sigma`` means the forget set
+    looks *less* familiar than unseen data (over-forgetting); checks record the AUC either way."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Confidence of the ``indistinguishable`` rule's null band (0.95: z = 1.96)."""
     eval_set: Literal["validation", "test"] = "validation"
     """Held-out data the rule compares against: the validation split carved from train
     (default, keeps the test set clean) or the test set (``test``, as the paper does)."""

@@ -39,7 +39,8 @@ class StoppingMonitor:
 
     Attributes:
         history: one entry per check: the loop's position (the keyword arguments of
-            :meth:`check`, in their order) followed by ``forget_train_acc`` and ``held_out_acc``.
+            :meth:`check`, in their order) followed by ``forget_train_acc`` and ``held_out_acc``
+            (and, in the sample scenario, ``member_auc``: see :class:`RuleCheck`).
         check_seconds: wall-clock spent in checks (part of the method's time).
         last: the latest check, None before the first.
     """
@@ -100,15 +101,18 @@ class StoppingMonitor:
             batch_size=self.batch_size,
             channels_last=self.channels_last,
             checks_forget=self.stopping.class_checks_forget,
+            sample_rule=self.stopping.sample_rule,
+            confidence=self.stopping.confidence,
         )
         self.check_seconds += time.perf_counter() - started
-        self.history.append(
-            {
-                **position,
-                "forget_train_acc": result.forget_acc,
-                "held_out_acc": result.held_out_acc,
-            }
-        )
+        entry = {
+            **position,
+            "forget_train_acc": result.forget_acc,
+            "held_out_acc": result.held_out_acc,
+        }
+        if result.member_auc is not None:
+            entry["member_auc"] = result.member_auc
+        self.history.append(entry)
         self.last = result
         return result
 

@@ -5,7 +5,10 @@ checks stay cheap.
   default, the accuracy on a subset of the forget set too: ``stopping.class_checks_forget``);
 - sample: stop when the accuracy on (a subset of) the forget set is <= the accuracy on held-out
   data: going further would make forgotten samples look *less* familiar than unseen data, which
-  is itself a membership signal.
+  is itself a membership signal. ``stopping.sample_rule = "indistinguishable"`` asks for more
+  than equal accuracy: the per-sample losses of the forget subset must be indistinguishable
+  from held-out samples' (a two-sample rank test whose tolerance follows from the subsets'
+  sizes); every sample-scenario check records that AUC, whichever rule stops the run.
 
 "Held-out" is the validation split carved from train before the original was trained (default),
 or the test set (``stopping.eval_set = "test"``, the paper's choice).
@@ -14,14 +17,20 @@ or the test set (``stopping.eval_set = "test"``, the paper's choice).
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from conun.config import StoppingConfig
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
-from conun.evaluation.accuracy import accuracy
+from conun.evaluation.accuracy import gathered_logits
+from conun.evaluation.privacy import roc_auc
 from conun.models.base import Classifier
 
 
@@ -45,15 +54,60 @@ class EvaluationSets:
 
 @dataclass(frozen=True)
 class RuleCheck:
-    """One evaluation of the rule."""
+    """One evaluation of the rule.
+
+    Attributes:
+        stop: whether the rule holds.
+        forget_acc: accuracy on the forget subset.
+        held_out_acc: accuracy on the held-out subset.
+        threshold: the class rule's chance level, or the sample rule's bound on ``forget_acc``
+            (the held-out accuracy); with ``sample_rule="indistinguishable"``, the bound on
+            ``member_auc``.
+        member_auc: sample scenario: AUC of "lower loss = member" between the forget subset
+            (positives) and the held-out subset; 0.5 = indistinguishable. None for classes.
+        auc_band: half-width ``z * sigma`` of the null band around 0.5 for these subset sizes.
+    """
 
     stop: bool
     forget_acc: float
     held_out_acc: float
     threshold: float
+    member_auc: float | None = None
+    auc_band: float | None = None
 
-    def to_dict(self) -> dict[str, float | bool]:
+    def to_dict(self) -> dict[str, float | bool | None]:
         return dataclasses.asdict(self)
+
+
+def null_auc_band(positives: int, negatives: int, confidence: float) -> float:
+    """Half-width of the central ``confidence`` interval of a ROC AUC when both classes come
+    from the same continuous distribution (the Mann-Whitney U statistic's null distribution,
+    normal approximation): ``z * sqrt((n1 + n2 + 1) / (12 n1 n2))``.
+
+    Args:
+        positives: ``n1``, samples of the positive class.
+        negatives: ``n2``, samples of the negative class.
+        confidence: e.g. 0.95 for z = 1.96 (two-sided).
+    """
+    if positives < 1 or negatives < 1:
+        raise ValueError(f"need samples on both sides, got {positives} and {negatives}")
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    return z * math.sqrt((positives + negatives + 1) / (12 * positives * negatives))
+
+
+def member_auc(forget_losses: torch.Tensor, held_out_losses: torch.Tensor) -> float:
+    """AUC of the score "lower loss = member", forget samples as positives: the probability that
+    a random forget sample has a lower loss than a random held-out one (ties count half).
+
+    Args:
+        forget_losses: ``(N1,)`` per-sample losses of the forget subset.
+        held_out_losses: ``(N2,)`` per-sample losses of the held-out subset.
+    """
+    scores = -torch.cat([forget_losses, held_out_losses]).double().numpy()
+    is_member = np.concatenate(
+        [np.ones(forget_losses.numel(), bool), np.zeros(held_out_losses.numel(), bool)]
+    )
+    return roc_auc(scores, is_member)
 
 
 def _random_subset(
@@ -110,17 +164,41 @@ def check_rule(
     batch_size: int,
     channels_last: bool,
     checks_forget: bool = True,
+    sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy",
+    confidence: float = 0.95,
 ) -> RuleCheck:
-    """Evaluate the scenario's rule on the evaluation sets.
+    """Evaluate the scenario's rule on the evaluation sets (one forward pass over each).
 
-    ``checks_forget`` (class scenario only): the forget subset must be at chance too."""
-    forget_acc = accuracy(model, sets.forget, batch_size=batch_size, channels_last=channels_last)
-    held_out_acc = accuracy(
-        model, sets.held_out, batch_size=batch_size, channels_last=channels_last
+    Args:
+        checks_forget: class scenario only: the forget subset must be at chance too.
+        sample_rule: sample scenario only: ``accuracy`` or ``indistinguishable`` (see
+            :class:`conun.config.StoppingConfig`).
+        confidence: the ``indistinguishable`` rule's null band.
+    """
+    forget_logits = gathered_logits(
+        model, sets.forget.images, batch_size=batch_size, channels_last=channels_last
     )
-    assert forget_acc is not None and held_out_acc is not None  # both sets are non-empty
+    held_out_logits = gathered_logits(
+        model, sets.held_out.images, batch_size=batch_size, channels_last=channels_last
+    )
+    forget_acc = _accuracy(forget_logits, sets.forget.labels)
+    held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     if split.scenario == "class":
         threshold = 1.0 / num_classes
         stop = held_out_acc <= threshold and (not checks_forget or forget_acc <= threshold)
         return RuleCheck(stop, forget_acc, held_out_acc, threshold)
-    return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc)
+    auc = member_auc(
+        F.cross_entropy(forget_logits, sets.forget.labels, reduction="none"),
+        F.cross_entropy(held_out_logits, sets.held_out.labels, reduction="none"),
+    )
+    band = null_auc_band(len(sets.forget), len(sets.held_out), confidence)
+    if sample_rule == "indistinguishable":
+        # One-sided stop, two-sided band: the loop moves the AUC down from the original's; an
+        # AUC already below the band (past unseen data) stops too, and the history shows it.
+        return RuleCheck(auc <= 0.5 + band, forget_acc, held_out_acc, 0.5 + band, auc, band)
+    return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc, auc, band)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    # Same arithmetic as conun.evaluation.accuracy.accuracy on the same logits.
+    return float((logits.argmax(dim=1) == labels).double().mean())

@@ -75,6 +75,37 @@ def model_logits(
     return torch.cat(chunks)
 
 
+def gathered_logits(
+    model: Classifier,
+    images: Tensor,
+    *,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> Tensor:
+    """:func:`model_logits` of every image, shared out over the ranks under torchrun.
+
+    Args:
+        model: the classifier; its mode is restored afterwards.
+        images: ``(N, C, H, W)`` normalised images (any device).
+        batch_size: images per forward pass.
+        channels_last: feed batches in channels_last format.
+
+    Returns:
+        ``(N, K)`` float32 logits on the CPU, identical on every rank.
+    """
+    total = images.shape[0]
+    # Under torchrun each rank computes its contiguous share; the shares are gathered back.
+    mine = shard(torch.arange(total))
+    if mine.numel() < total:
+        start = int(mine[0]) if mine.numel() else 0
+        images = images[start : start + mine.numel()]
+    if images.shape[0] == 0:
+        local = torch.empty(0, model.num_classes)
+    else:
+        local = model_logits(model, images, batch_size=batch_size, channels_last=channels_last)
+    return gather_rows(local, total)
+
+
 def predict(
     model: Classifier,
     images: Tensor,
@@ -93,18 +124,8 @@ def predict(
     Returns:
         ``(N,)`` int64 predictions on the CPU.
     """
-    total = images.shape[0]
-    # Under torchrun each rank predicts its contiguous share; the shares are gathered back.
-    mine = shard(torch.arange(total))
-    if mine.numel() < total:
-        start = int(mine[0]) if mine.numel() else 0
-        images = images[start : start + mine.numel()]
-    if images.shape[0] == 0:
-        local = torch.empty(0, dtype=torch.long)
-    else:
-        logits = model_logits(model, images, batch_size=batch_size, channels_last=channels_last)
-        local = logits.argmax(dim=1)
-    return gather_rows(local, total)
+    logits = gathered_logits(model, images, batch_size=batch_size, channels_last=channels_last)
+    return logits.argmax(dim=1)
 
 
 def accuracy(
