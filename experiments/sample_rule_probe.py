@@ -1,0 +1,135 @@
+"""First look at the sample scenario's stopping rules on Fashion-MNIST (issue: sample unlearning
+that leaves no trace): contrastive unlearning of 500 random samples stopped by the accuracy rule
+(the paper's) and by the ``indistinguishable`` rule, against retraining, with the population
+attacks (a)-(c) of conun's audit. Chosen on nothing: it only measures. The held-out data of both
+rules is the validation split carved from train (never the test set).
+
+    python experiments/sample_rule_probe.py --seeds 0 --originals runs/bench-fashion-mnist \
+        --out experiments/results/sample-rule-probe
+
+``--originals DIR`` holds ``seed<S>/original`` checkpoints as written by
+``experiments/fashion_mnist_contrastive.py`` (trained there if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from conun.config import build_train_config
+from conun.engine.checkpoint import CHECKPOINT_FILE
+from conun.reproducibility import versions
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import train_original
+from conun.workflows.unlearning import unlearn_checkpoint
+
+RULES = ("accuracy", "indistinguishable")
+COLUMNS = (
+    ("forget_train_acc", "forget train %"),
+    ("test_acc", "test %"),
+    ("mia_forget_member_rate", "(a) forget member rate"),
+    ("mia_forget_vs_test_auc", "(c) forget-vs-test AUC"),
+)
+
+
+def original(originals: Path, seed: int) -> Path:
+    directory = originals / f"seed{seed}" / "original"
+    if not (directory / CHECKPOINT_FILE).is_file():
+        config = build_train_config("fashion-mnist", overrides=[f"seed={seed}"])
+        train_original(config, directory, quiet=True, force=True)
+    return directory
+
+
+def run(seed: int, originals: Path, work: Path) -> list[dict[str, Any]]:
+    checkpoint = original(originals, seed)
+    rows: list[dict[str, Any]] = []
+    for index, rule in enumerate(RULES):
+        config = resolve_unlearn_config(
+            "contrastive",
+            "sample",
+            dataset="fashion-mnist",
+            overrides=[f"seed={seed}", f"stopping.sample_rule={rule}"],
+        ).config
+        results = unlearn_checkpoint(
+            checkpoint,
+            ForgetSpec(num_samples=500),
+            config,
+            work / f"seed{seed}" / rule,
+            with_reference=index == 0,  # original and retrain once per seed
+            audit=True,
+            quiet=True,
+            force=True,
+        )
+        for record in results.to_dict()["runs"]:
+            name = (
+                record["method"] if record["method"] != "contrastive" else f"contrastive ({rule})"
+            )
+            history = record.get("history") or []
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": name,
+                    "seconds": record["seconds"],
+                    "stopped_by": record.get("stopped_by", ""),
+                    "forget_batches": record.get("forget_batches"),
+                    "last_member_auc": history[-1].get("member_auc") if history else None,
+                    **{key: record["metrics"].get(key) for key, _ in COLUMNS},
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def cell(key: str, value: Any) -> str:
+        if value is None:
+            return "–"
+        if key.endswith("_acc"):
+            return f"{100 * value:.2f}"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    header = ["seed", "method", *[label for _, label in COLUMNS], "member AUC at stop"]
+    header += ["stopped by", "forget batches", "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        values = [str(row["seed"]), row["method"]]
+        values += [cell(key, row[key]) for key, _ in COLUMNS]
+        values += [cell("auc", row["last_member_auc"]), row["stopped_by"] or "–"]
+        values += [cell("n", row["forget_batches"]), f"{row['seconds']:.1f}"]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--originals", type=Path, default=Path("runs/bench-fashion-mnist"))
+    parser.add_argument("--work", type=Path, default=Path("runs/sample-rule-probe"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/sample-rule-probe"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows = [row for seed in args.seeds for row in run(seed, args.originals, args.work)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    seeds = " ".join(str(seed) for seed in args.seeds)
+    text = (
+        "# Sample stopping rules, first look — Fashion-MNIST, small_cnn, 500 random samples\n\n"
+        f"Command: `python experiments/sample_rule_probe.py --seeds {seeds}` "
+        f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
+        f"{versions()}). Accuracies in %; attacks from conun's audit (members: held-out retain "
+        "samples, non-members: test samples); retrain is the target on every column.\n\n"
+        + table(rows)
+        + "\n"
+    )
+    (args.out / "README.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
