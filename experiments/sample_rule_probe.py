@@ -1,7 +1,8 @@
 """First look at the sample scenario's stopping rules on Fashion-MNIST (issue: sample unlearning
 that leaves no trace): contrastive unlearning of 500 random samples stopped by the accuracy rule
-(the paper's) and by the ``indistinguishable`` rule, against retraining, with the population
-attacks (a)-(c) of conun's audit. Chosen on nothing: it only measures. The held-out data of both
+(the paper's) and by the ``indistinguishable`` rule, and with anchors matched to held-out losses
+(``options.match_held_out``), against retraining, with the population attacks (a) and (c) of
+conun's audit. Chosen on nothing: it only measures. The held-out data of both
 rules is the validation split carved from train (never the test set).
 
     python experiments/sample_rule_probe.py --seeds 0 --originals runs/bench-fashion-mnist \
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,15 @@ from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import train_original
 from conun.workflows.unlearning import unlearn_checkpoint
 
-RULES = ("accuracy", "indistinguishable")
+# label -> overrides of conun's sample defaults for contrastive on Fashion-MNIST.
+VARIANTS: dict[str, list[str]] = {
+    "accuracy rule": ["stopping.sample_rule=accuracy"],
+    "indistinguishable rule": ["stopping.sample_rule=indistinguishable"],
+    "accuracy rule + matched anchors": [
+        "stopping.sample_rule=accuracy",
+        "options.match_held_out=true",
+    ],
+}
 COLUMNS = (
     ("forget_train_acc", "forget train %"),
     ("test_acc", "test %"),
@@ -48,27 +58,26 @@ def original(originals: Path, seed: int) -> Path:
 def run(seed: int, originals: Path, work: Path) -> list[dict[str, Any]]:
     checkpoint = original(originals, seed)
     rows: list[dict[str, Any]] = []
-    for index, rule in enumerate(RULES):
+    for index, (label, overrides) in enumerate(VARIANTS.items()):
         config = resolve_unlearn_config(
             "contrastive",
             "sample",
             dataset="fashion-mnist",
-            overrides=[f"seed={seed}", f"stopping.sample_rule={rule}"],
+            overrides=[f"seed={seed}", *overrides],
         ).config
         results = unlearn_checkpoint(
             checkpoint,
             ForgetSpec(num_samples=500),
             config,
-            work / f"seed{seed}" / rule,
+            work / f"seed{seed}" / label.replace(" ", "-").replace("+", "and"),
             with_reference=index == 0,  # original and retrain once per seed
             audit=True,
             quiet=True,
             force=True,
         )
         for record in results.to_dict()["runs"]:
-            name = (
-                record["method"] if record["method"] != "contrastive" else f"contrastive ({rule})"
-            )
+            name = record["method"]
+            name = f"contrastive ({label})" if name == "contrastive" else name
             history = record.get("history") or []
             rows.append(
                 {
@@ -104,6 +113,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def means(rows: list[dict[str, Any]]) -> str:
+    """Mean over seeds per method, with seconds relative to the same seed's retrain."""
+    retrain = {row["seed"]: row["seconds"] for row in rows if row["method"] == "retrain"}
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        methods.setdefault(row["method"], []).append(row)
+    header = ["method", *[label for _, label in COLUMNS], "member AUC at stop", "x retrain"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, group in methods.items():
+        values = [method]
+        for key, _ in COLUMNS:
+            mean = statistics.mean(row[key] for row in group)
+            values.append(f"{100 * mean:.2f}" if key.endswith("_acc") else f"{mean:.3f}")
+        aucs = [row["last_member_auc"] for row in group if row["last_member_auc"] is not None]
+        values.append(f"{statistics.mean(aucs):.3f}" if aucs else "–")
+        ratios = [row["seconds"] / retrain[row["seed"]] for row in group]
+        values.append(f"{statistics.mean(ratios):.3f}" if method != "original" else "–")
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,20 +142,34 @@ def main() -> None:
     parser.add_argument("--originals", type=Path, default=Path("runs/bench-fashion-mnist"))
     parser.add_argument("--work", type=Path, default=Path("runs/sample-rule-probe"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results/sample-rule-probe"))
+    parser.add_argument(
+        "--from-rows",
+        action="store_true",
+        help="rebuild the tables from OUT/rows.json instead of running",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = [row for seed in args.seeds for row in run(seed, args.originals, args.work)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if args.from_rows:
+        rows = json.loads((args.out / "rows.json").read_text())
+    else:
+        rows = [row for seed in args.seeds for row in run(seed, args.originals, args.work)]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
+    notes = args.out / "notes.md"
     seeds = " ".join(str(seed) for seed in args.seeds)
     text = (
         "# Sample stopping rules, first look — Fashion-MNIST, small_cnn, 500 random samples\n\n"
         f"Command: `python experiments/sample_rule_probe.py --seeds {seeds}` "
         f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
         f"{versions()}). Accuracies in %; attacks from conun's audit (members: held-out retain "
-        "samples, non-members: test samples); retrain is the target on every column.\n\n"
+        "samples, non-members: test samples); retrain is the target on every column. "
+        "x retrain: the method's seconds over the same seed's retraining, in one run.\n\n"
+        "## Mean over seeds\n\n"
+        + means(rows)
+        + "\n\n## Every run\n\n"
         + table(rows)
         + "\n"
+        + ("\n" + notes.read_text() if notes.is_file() else "")
     )
     (args.out / "README.md").write_text(text)
     print(text)

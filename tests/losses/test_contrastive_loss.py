@@ -150,3 +150,33 @@ def test_rejects_bad_shapes_and_temperature() -> None:
         contrastive_unlearning_loss(z, y, torch.randn(4, 5), y)
     with pytest.raises(ValueError, match="labels"):
         contrastive_unlearning_loss(z, y[:3], z, y)
+
+
+def test_anchor_weights_scale_each_anchors_term_over_all_anchors() -> None:
+    g = torch.Generator().manual_seed(3)
+    forget_z, retain_z = random_embeddings(10, 8, g), random_embeddings(30, 8, g)
+    forget_y, retain_y = (
+        torch.randint(0, 4, (10,), generator=g),
+        torch.randint(0, 4, (30,), generator=g),
+    )
+    weights = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 2.0, 1.0, 0.0, 1.0, 0.25])
+    got = contrastive_unlearning_loss(
+        forget_z, forget_y, retain_z, retain_y, temperature=0.7, anchor_weights=weights
+    )
+    # sum_i w_i l_i / Nf, each l_i from the per-anchor loop on a one-anchor batch.
+    per_anchor = [
+        loop_reference(forget_z[i : i + 1], forget_y[i : i + 1], retain_z, retain_y, 0.7)
+        for i in range(10)
+    ]
+    want = sum(w * term for w, term in zip(weights.double(), per_anchor, strict=True)) / 10
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    ones = contrastive_unlearning_loss(
+        forget_z, forget_y, retain_z, retain_y, anchor_weights=torch.ones(10)
+    )
+    torch.testing.assert_close(
+        ones, contrastive_unlearning_loss(forget_z, forget_y, retain_z, retain_y)
+    )
+    with pytest.raises(ValueError, match="anchor_weights must be"):
+        contrastive_unlearning_loss(
+            forget_z, forget_y, retain_z, retain_y, anchor_weights=torch.ones(3)
+        )

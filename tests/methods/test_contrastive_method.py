@@ -128,3 +128,42 @@ def test_unknown_options_and_scenarios_are_errors() -> None:
         ContrastiveUnlearning.for_scenario("class", {"temprature": 0.5})
     with pytest.raises(ValueError, match="greater than 0"):
         ContrastiveUnlearning.for_scenario("class", {"temperature": 0})
+
+
+def test_matched_anchors_are_those_below_their_held_out_quantile() -> None:
+    method = ContrastiveUnlearning.for_scenario("sample", {"match_held_out": True})
+    assert isinstance(method, ContrastiveUnlearning)
+    # Held-out losses 0.00, 0.01, ..., 0.99: the quantile at level q is ~q.
+    method.reference_losses = torch.linspace(0, 0.99, 100)
+    # Four anchors of class 0 with losses 0.05, 0.9, 0.3, 0.2 (logit margins chosen so).
+    losses = torch.tensor([0.05, 0.9, 0.3, 0.2])
+    margin = torch.log(torch.exp(losses) - 1).neg()  # CE of [m, 0] at class 0 = log(1 + e^-m)
+    logits = torch.stack([margin, torch.zeros(4)], dim=1)
+    weights = method.matched_anchor_weights(logits, torch.zeros(4, dtype=torch.long))
+    # Ranks 0, 3, 2, 1 -> levels 0.125, 0.875, 0.625, 0.375 -> targets ~0.124, 0.866, 0.619,
+    # 0.371: anchors 0.05, 0.3 and 0.2 sit below theirs (still member-like), 0.9 above.
+    assert weights.tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_matched_anchors_need_the_sample_scenario(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    _, trained = digits_run
+    with pytest.raises(ValueError, match="sample scenario only"):
+        run_on_digits(trained, ForgetSpec(classes=(2,)), options={"match_held_out": True})
+
+
+def test_matched_anchors_on_digits_stop_by_the_rule_and_log_the_active_share(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    _, trained = digits_run
+    plain = run_on_digits(trained, ForgetSpec(fraction=0.1))
+    matched = run_on_digits(trained, ForgetSpec(fraction=0.1), options={"match_held_out": True})
+    assert matched.extra["stopped_by"] == "rule"
+    final = matched.history[-1]
+    assert final["forget_train_acc"] <= final["held_out_acc"]
+    # Pushing only the anchors still below their matched loss is gentler: at least as many
+    # batches to reach the rule, and the test accuracy no worse than 1 point below.
+    assert matched.forget_batches is not None and plain.forget_batches is not None
+    assert matched.forget_batches >= plain.forget_batches
+    assert matched.metrics["test_acc"] >= plain.metrics["test_acc"] - 0.01

@@ -24,6 +24,7 @@ def contrastive_unlearning_loss(
     retain_y: Tensor,
     *,
     temperature: float = 0.7,
+    anchor_weights: Tensor | None = None,
 ) -> Tensor:
     """Contrastive unlearning loss of forget anchors against a retain batch.
 
@@ -33,11 +34,14 @@ def contrastive_unlearning_loss(
         retain_z: ``(Nr, D)`` L2-normalised embeddings of the retain samples (the references).
         retain_y: ``(Nr,)`` labels of the retain samples.
         temperature: ``tau > 0``.
+        anchor_weights: optional ``(Nf,)`` non-negative weights ``w_i`` (no gradient flows into
+            them); the loss is then ``sum_i w_i l_i / Nf``. None: every weight is 1.
 
     Returns:
-        Scalar tensor: the mean over anchors of ``l_i``. Finite and differentiable for every input:
-        an anchor with no different-class reference has no pull term, an anchor with no
-        same-class reference no push term, and empty inputs give a zero that keeps the graph.
+        Scalar tensor: the mean over anchors of ``l_i`` (weighted by ``anchor_weights``).
+        Finite and differentiable for every input: an anchor with no different-class reference
+        has no pull term, an anchor with no same-class reference no push term, and empty inputs
+        give a zero that keeps the graph.
 
     Raises:
         ValueError: shapes that do not match, or ``temperature <= 0``.
@@ -54,6 +58,11 @@ def contrastive_unlearning_loss(
             "labels must be (Nf,) and (Nr,) matching the embeddings; got "
             f"{tuple(forget_y.shape)} for {tuple(forget_z.shape)} and "
             f"{tuple(retain_y.shape)} for {tuple(retain_z.shape)}"
+        )
+    if anchor_weights is not None and anchor_weights.shape != forget_y.shape:
+        raise ValueError(
+            f"anchor_weights must be (Nf,) = {tuple(forget_y.shape)}, got "
+            f"{tuple(anchor_weights.shape)}"
         )
     if forget_z.shape[0] == 0 or retain_z.shape[0] == 0:
         # Nothing to contrast; a zero connected to both inputs keeps backward() valid.
@@ -72,7 +81,7 @@ def contrastive_unlearning_loss(
         # No anchor has a same-class reference (always so in class unlearning): the push term
         # is zero for every row, so the loss is the pull term alone, bit for bit, without the
         # dozen tensor ops of the masked log-sum-exp on every step.
-        return pull.mean()
+        return _mean(pull, anchor_weights)
     # Push: log-sum-exp over the same class's retain samples. Rows with an empty P(i) are
     # filled with zeros *before* the log-sum-exp: a row of -inf would give NaN gradients even
     # when torch.where later discards it.
@@ -80,4 +89,10 @@ def contrastive_unlearning_loss(
     same_logits = torch.where(has_same[:, None], same_logits, torch.zeros_like(same_logits))
     push = torch.where(has_same, torch.logsumexp(same_logits, dim=1), torch.zeros_like(pull))
 
-    return (pull + push).mean()
+    return _mean(pull + push, anchor_weights)
+
+
+def _mean(per_anchor: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is None:
+        return per_anchor.mean()
+    return (per_anchor * weights.detach().to(per_anchor.dtype)).sum() / per_anchor.shape[0]

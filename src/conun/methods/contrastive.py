@@ -18,16 +18,19 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import Tensor
 
-from conun.config import OptimizerConfig, StoppingConfig, StrictModel
+from conun.config import ConfigError, OptimizerConfig, StoppingConfig, StrictModel
 from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
+from conun.evaluation.accuracy import gathered_logits
 from conun.losses import contrastive_unlearning_loss
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
     MethodDefaults,
     UnlearningBatch,
+    UnlearningTask,
     register_method,
 )
 from conun.models.base import Classifier
@@ -53,6 +56,12 @@ class ContrastiveOptions(StrictModel):
     averaged); ``global`` all-gathers the embeddings, with their gradients, so that every anchor
     sees the whole retain batch: the loss and gradient of one process on the whole batch (up to
     BatchNorm statistics, which stay per process). One process: both are the same."""
+    match_held_out: bool = False
+    """Sample scenario: push only the anchors whose cross-entropy is still below the held-out
+    loss they are matched to, so that the forget set's losses end up distributed like unseen
+    data's instead of past them. Each step ranks the forget batch by loss and matches rank k of
+    B to the ``(k + 0.5) / B`` quantile of the original model's losses on the held-out samples
+    of the stopping rule (``stopping.eval_set``); matched anchors get weight 0 in ``L_UL``."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
@@ -113,6 +122,52 @@ class ContrastiveUnlearning(LoopMethod):
     def freeze_batchnorm(self) -> bool:
         return self.settings.freeze_bn_stats
 
+    #: Sorted ``(M,)`` losses of the original on held-out samples (``match_held_out``), else None.
+    reference_losses: Tensor | None = None
+
+    def prepare(self, model: Classifier, task: UnlearningTask) -> None:
+        self.reference_losses = None
+        if not self.settings.match_held_out:
+            return
+        if task.split.scenario != "sample":
+            raise ConfigError("options.match_held_out applies to the sample scenario only")
+        config = task.config
+        if config.stopping.eval_set == "validation":
+            pool, indices = task.data.train, task.split.validation
+        else:
+            pool, indices = task.data.test, torch.arange(len(task.data.test))
+        if indices.numel() == 0:
+            raise ConfigError(
+                "options.match_held_out needs held-out samples: the model was trained without a "
+                "validation split; set stopping.eval_set=test"
+            )
+        # An even stride, not a random draw: the run's random streams stay those of the
+        # unmatched method.
+        keep = indices[torch.linspace(0, indices.numel() - 1, min(indices.numel(), 4096)).long()]
+        logits = gathered_logits(
+            model,
+            pool.images[keep],
+            batch_size=config.eval_batch_size,
+            channels_last=config.channels_last,
+        )
+        losses = F.cross_entropy(logits, pool.labels[keep], reduction="none")
+        self.reference_losses = torch.sort(losses).values
+
+    def matched_anchor_weights(self, forget_logits: Tensor, forget_y: Tensor) -> Tensor:
+        """``(B,)`` 1 for an anchor whose loss is below its matched held-out quantile, else 0.
+
+        Args:
+            forget_logits: ``(B, C)`` logits of the forget batch.
+            forget_y: ``(B,)`` its labels.
+        """
+        assert self.reference_losses is not None
+        losses = F.cross_entropy(forget_logits.detach().float(), forget_y, reduction="none")
+        ranks = torch.argsort(torch.argsort(losses))
+        levels = (ranks.double() + 0.5) / losses.numel()
+        reference = self.reference_losses.to(losses.device).double()
+        targets = torch.quantile(reference, levels)
+        return (losses.double() < targets).float()
+
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.retain_images is not None
         assert batch.forget_labels is not None and batch.retain_labels is not None
@@ -124,8 +179,14 @@ class ContrastiveUnlearning(LoopMethod):
         retain_z = z[num_forget:].detach() if self.settings.detach_retain else z[num_forget:]
         retain_y = batch.retain_labels
         logits = output.logits[num_forget:].float()
+        weights = (
+            self.matched_anchor_weights(output.logits[:num_forget], forget_y)
+            if self.reference_losses is not None
+            else None
+        )
         if self.settings.distributed_loss == "global" and context().is_distributed:
             forget_z, forget_y = gather_with_grad(forget_z), gather_with_grad(forget_y)
+            weights = gather_with_grad(weights) if weights is not None else None
             retain_z, retain_y = gather_with_grad(retain_z), gather_with_grad(retain_y)
             # Sum over this share / size of the whole batch, times N: once the gradients are
             # averaged over the N processes, the mean over the whole batch.
@@ -142,8 +203,10 @@ class ContrastiveUnlearning(LoopMethod):
             retain_z,
             retain_y,
             temperature=self.settings.temperature,
+            anchor_weights=weights,
         )
         total = self.settings.lambda_ul * unlearning + self.settings.lambda_ce * retain_ce
-        return LossTerms(
-            total, {"unlearning": unlearning.detach(), "retain_ce": retain_ce.detach()}
-        )
+        parts = {"unlearning": unlearning.detach(), "retain_ce": retain_ce.detach()}
+        if weights is not None:
+            parts["active_anchors"] = weights.mean()
+        return LossTerms(total, parts)
