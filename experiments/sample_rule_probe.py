@@ -55,7 +55,7 @@ def original(originals: Path, seed: int) -> Path:
     return directory
 
 
-def run(seed: int, originals: Path, work: Path) -> list[dict[str, Any]]:
+def run(seed: int, originals: Path, work: Path, samples: int) -> list[dict[str, Any]]:
     checkpoint = original(originals, seed)
     rows: list[dict[str, Any]] = []
     for index, (label, overrides) in enumerate(VARIANTS.items()):
@@ -67,9 +67,9 @@ def run(seed: int, originals: Path, work: Path) -> list[dict[str, Any]]:
         ).config
         results = unlearn_checkpoint(
             checkpoint,
-            ForgetSpec(num_samples=500),
+            ForgetSpec(num_samples=samples),
             config,
-            work / f"seed{seed}" / label.replace(" ", "-").replace("+", "and"),
+            work / f"seed{seed}-{samples}" / label.replace(" ", "-").replace("+", "and"),
             with_reference=index == 0,  # original and retrain once per seed
             audit=True,
             quiet=True,
@@ -139,6 +139,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--samples", type=int, default=500, help="random samples to forget")
     parser.add_argument("--originals", type=Path, default=Path("runs/bench-fashion-mnist"))
     parser.add_argument("--work", type=Path, default=Path("runs/sample-rule-probe"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results/sample-rule-probe"))
@@ -152,14 +153,18 @@ def main() -> None:
     if args.from_rows:
         rows = json.loads((args.out / "rows.json").read_text())
     else:
-        rows = [row for seed in args.seeds for row in run(seed, args.originals, args.work)]
+        rows = [
+            row for seed in args.seeds for row in run(seed, args.originals, args.work, args.samples)
+        ]
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
     notes = args.out / "notes.md"
     seeds = " ".join(str(seed) for seed in args.seeds)
     text = (
-        "# Sample stopping rules, first look — Fashion-MNIST, small_cnn, 500 random samples\n\n"
-        f"Command: `python experiments/sample_rule_probe.py --seeds {seeds}` "
+        "# Sample stopping rules, first look — Fashion-MNIST, small_cnn, "
+        f"{args.samples} random samples\n\n"
+        f"Command: `python experiments/sample_rule_probe.py --seeds {seeds} "
+        f"--samples {args.samples}` "
         f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
         f"{versions()}). Accuracies in %; attacks from conun's audit (members: held-out retain "
         "samples, non-members: test samples); retrain is the target on every column. "
