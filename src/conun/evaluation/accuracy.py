@@ -113,17 +113,8 @@ def predict(
     batch_size: int = 1024,
     channels_last: bool = False,
 ) -> Tensor:
-    """Predicted classes in eval mode.
-
-    Args:
-        model: the classifier; its mode is restored afterwards.
-        images: ``(N, C, H, W)`` normalised images (any device).
-        batch_size: images per forward pass.
-        channels_last: feed batches in channels_last format.
-
-    Returns:
-        ``(N,)`` int64 predictions on the CPU.
-    """
+    """``(N,)`` int64 predicted classes on the CPU: the argmax of :func:`gathered_logits`
+    (same arguments)."""
     logits = gathered_logits(model, images, batch_size=batch_size, channels_last=channels_last)
     return logits.argmax(dim=1)
 
