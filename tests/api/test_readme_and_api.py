@@ -58,18 +58,22 @@ def test_unlearn_wraps_a_torchvision_model_by_its_head() -> None:
     assert result.audit is None
 
 
+class _Pairs(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """``n`` random 1x8x8 images labelled ``(i + offset) % 3``."""
+
+    def __init__(self, n: int, offset: int) -> None:
+        self.images = torch.randn(n, 1, 8, 8)
+        self.offset = offset
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], (i + self.offset) % 3
+
+
 def test_unlearn_accepts_a_torch_dataset_and_rejects_bad_input() -> None:
-    class Pairs(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-        def __init__(self, n: int, offset: int) -> None:
-            self.images = torch.randn(n, 1, 8, 8)
-            self.offset = offset
-
-        def __len__(self) -> int:
-            return self.images.shape[0]
-
-        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-            return self.images[i], (i + self.offset) % 3
-
+    Pairs = _Pairs
     model = conun.models.build_model("small_cnn", num_classes=3, input_shape=(1, 8, 8))
     result = conun.unlearn(model, Pairs(6, 0), Pairs(30, 1), stop=False, max_passes=2)
     assert result.passes == 2
@@ -88,20 +92,6 @@ def test_unlearn_accepts_a_torch_dataset_and_rejects_bad_input() -> None:
         conun.unlearn(
             nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), Pairs(6, 0), Pairs(30, 1), stop=False
         )
-
-
-class _Pairs(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """``n`` random 1x8x8 images labelled ``(i + offset) % 3``."""
-
-    def __init__(self, n: int, offset: int) -> None:
-        self.images = torch.randn(n, 1, 8, 8)
-        self.offset = offset
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], (i + self.offset) % 3
 
 
 def test_unlearn_audit_options_and_the_callers_model() -> None:

@@ -118,6 +118,26 @@ def _random_subset(
     return data.subset(indices)
 
 
+def held_out_pool(
+    data: DatasetBundle, split: ForgetRetainSplit, config: StoppingConfig
+) -> tuple[ArrayDataset, torch.Tensor]:
+    """The held-out data a rule compares against: ``(dataset, (M,) indices into it)`` — the
+    validation split carved from train, or the whole test set (``eval_set="test"``).
+
+    Raises:
+        StoppingSetupError: ``eval_set="validation"`` but the model was trained without one.
+    """
+    if config.eval_set == "test":
+        return data.test, torch.arange(len(data.test))
+    if split.validation.numel() == 0:
+        raise StoppingSetupError(
+            "the stopping rule's evaluation set is 'validation' but this model was trained "
+            "without a validation split (validation_fraction=0); train with a validation "
+            "split, or set stopping.eval_set=test (the paper's choice)"
+        )
+    return data.train, split.validation
+
+
 def build_evaluation_sets(
     data: DatasetBundle,
     split: ForgetRetainSplit,
@@ -131,16 +151,7 @@ def build_evaluation_sets(
         StoppingSetupError: ``eval_set="validation"`` but the model was trained without a
             validation split, or no held-out sample of a forgotten class exists.
     """
-    if config.eval_set == "validation":
-        if split.validation.numel() == 0:
-            raise StoppingSetupError(
-                "the stopping rule's evaluation set is 'validation' but this model was trained "
-                "without a validation split (validation_fraction=0); train with a validation "
-                "split, or set stopping.eval_set=test (the paper's choice)"
-            )
-        pool, pool_indices = data.train, split.validation
-    else:
-        pool, pool_indices = data.test, torch.arange(len(data.test))
+    pool, pool_indices = held_out_pool(data, split, config)
     if split.scenario == "class":
         in_classes = torch.isin(pool.labels[pool_indices], torch.tensor(split.classes))
         pool_indices = pool_indices[in_classes]

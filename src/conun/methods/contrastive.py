@@ -13,7 +13,7 @@ cross-entropy on the retain batch keeps the retained representation and head in 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from torch import Tensor
 from conun.config import ConfigError, OptimizerConfig, StoppingConfig, StrictModel
 from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
+from conun.engine.stopping import held_out_pool
 from conun.evaluation.accuracy import gathered_logits
 from conun.losses import contrastive_unlearning_loss
 from conun.methods.base import (
@@ -122,36 +123,34 @@ class ContrastiveUnlearning(LoopMethod):
     def freeze_batchnorm(self) -> bool:
         return self.settings.freeze_bn_stats
 
-    #: Sorted ``(M,)`` losses of the original on held-out samples (``match_held_out``), else None.
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, options: Mapping[str, Any]) -> ContrastiveUnlearning:
+        """As :meth:`UnlearningMethod.for_scenario`; ``match_held_out`` is refused outside the
+        sample scenario here, before any data is loaded."""
+        method = cls(cls.parse_options(scenario, options))
+        if method.settings.match_held_out and scenario != "sample":
+            raise ConfigError("options.match_held_out applies to the sample scenario only")
+        return method
+
+    #: ``(M,)`` losses of the original on held-out samples (``match_held_out``), else None.
     reference_losses: Tensor | None = None
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         self.reference_losses = None
         if not self.settings.match_held_out:
             return
-        if task.split.scenario != "sample":
-            raise ConfigError("options.match_held_out applies to the sample scenario only")
-        config = task.config
-        if config.stopping.eval_set == "validation":
-            pool, indices = task.data.train, task.split.validation
-        else:
-            pool, indices = task.data.test, torch.arange(len(task.data.test))
-        if indices.numel() == 0:
-            raise ConfigError(
-                "options.match_held_out needs held-out samples: the model was trained without a "
-                "validation split; set stopping.eval_set=test"
-            )
+        pool, indices = held_out_pool(task.data, task.split, task.config.stopping)
         # An even stride, not a random draw: the run's random streams stay those of the
         # unmatched method.
         keep = indices[torch.linspace(0, indices.numel() - 1, min(indices.numel(), 4096)).long()]
         logits = gathered_logits(
             model,
             pool.images[keep],
-            batch_size=config.eval_batch_size,
-            channels_last=config.channels_last,
+            batch_size=task.config.eval_batch_size,
+            channels_last=task.config.channels_last,
         )
         losses = F.cross_entropy(logits, pool.labels[keep], reduction="none")
-        self.reference_losses = torch.sort(losses).values
+        self.reference_losses = losses
 
     def matched_anchor_weights(self, forget_logits: Tensor, forget_y: Tensor) -> Tensor:
         """``(B,)`` 1 for an anchor whose loss is below its matched held-out quantile, else 0.
