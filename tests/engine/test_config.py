@@ -14,7 +14,7 @@ from conun.config import (
     preset_path,
     read_yaml,
 )
-from conun.workflows.names import check_train_names, check_unlearn_names
+from conun.workflows.names import check_method_name, check_train_names
 
 
 def test_layers_apply_in_order_and_overrides_win(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_unknown_dataset_or_model_names_the_allowed_ones(override: str, message:
 
 def test_unknown_method_lists_the_registered_ones() -> None:
     with pytest.raises(ConfigError) as caught:
-        check_unlearn_names(build_config(UnlearnConfig, [{"method": "magic"}]))
+        check_method_name(build_config(UnlearnConfig, [{"method": "magic"}]).method)
     assert "registered: " in str(caught.value) and "contrastive" in str(caught.value)
 
 

@@ -4,7 +4,7 @@ the workflows, which sit above all of them, check the names."""
 
 from __future__ import annotations
 
-from conun.config import ConfigError, TrainConfig, UnlearnConfig
+from conun.config import ConfigError, TrainConfig
 from conun.data.registry import available_datasets
 from conun.methods import available_methods
 from conun.models.registry import available_models
@@ -33,8 +33,3 @@ def check_method_name(name: str) -> None:
             f"invalid UnlearnConfig:\n  method: unknown method {name!r}; registered: "
             + ", ".join(available_methods())
         )
-
-
-def check_unlearn_names(config: UnlearnConfig) -> None:
-    """:func:`check_method_name` on ``config.method``."""
-    check_method_name(config.method)
