@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 from conun.data.arrays import ArrayDataset
 from conun.data.splits import ForgetRetainSplit
-from conun.engine.stopping import EvaluationSets, check_rule, member_auc, null_auc_band
+from conun.engine.stopping import (
+    EvaluationSets,
+    accuracy_band,
+    check_rule,
+    member_auc,
+    null_auc_band,
+)
 from conun.evaluation.accuracy import evaluate_split
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
@@ -29,6 +35,49 @@ def test_null_band_is_the_mann_whitney_normal_approximation() -> None:
     assert null_auc_band(100, 100, 0.99) == pytest.approx(2.575829 * math.sqrt(201 / 120000))
     with pytest.raises(ValueError, match="both sides"):
         null_auc_band(0, 10, 0.95)
+
+
+def test_accuracy_band_is_the_pooled_two_proportion_interval() -> None:
+    # pooled p = (0.9 * 400 + 0.8 * 600) / 1000 = 0.84
+    expected = 1.959964 * math.sqrt(0.84 * 0.16 * (1 / 400 + 1 / 600))
+    assert accuracy_band(0.9, 400, 0.8, 600, 0.95) == pytest.approx(expected, rel=1e-6)
+    assert accuracy_band(1.0, 50, 1.0, 70, 0.95) == 0.0
+    with pytest.raises(ValueError, match="both sides"):
+        accuracy_band(0.5, 0, 0.5, 10, 0.95)
+
+
+def test_the_accuracy_band_holds_its_confidence_on_one_accuracy() -> None:
+    generator = torch.Generator().manual_seed(3)
+    n1, n2, draws, p = 200, 300, 2000, 0.9
+    inside = 0
+    for _ in range(draws):
+        first = float((torch.rand(n1, generator=generator) < p).double().mean())
+        second = float((torch.rand(n2, generator=generator) < p).double().mean())
+        inside += abs(first - second) <= accuracy_band(first, n1, second, n2, 0.95)
+    # 95% nominal (normal approximation of a discrete statistic: a little above).
+    assert 0.93 <= inside / draws <= 0.975
+
+
+def test_the_indistinguishable_rule_needs_the_accuracy_inside_its_band() -> None:
+    # Same losses in distribution (AUC ~0.5) but the forget subset is 100% correct and the
+    # held-out one 80%: far outside the accuracy band, so the rule does not stop.
+    generator = torch.Generator().manual_seed(4)
+    held_out = torch.randn(400, generator=generator).abs() * torch.where(
+        torch.rand(400, generator=generator) < 0.8, 1.0, -1.0
+    )
+    forget = held_out.abs()[:300]
+    check = check_rule(
+        LogitsInTheImage(),  # type: ignore[arg-type]
+        _sets(forget, held_out),
+        SAMPLE_SPLIT,
+        2,
+        batch_size=64,
+        channels_last=False,
+        sample_rule="indistinguishable",
+    )
+    assert check.forget_acc == 1.0 and check.acc_band is not None
+    assert check.forget_acc > check.held_out_acc + check.acc_band
+    assert not check.stop
 
 
 def test_the_null_band_holds_its_confidence_on_samples_of_one_distribution() -> None:
@@ -105,7 +154,8 @@ def test_the_indistinguishable_rule_stops_inside_or_below_the_band(
     )
     assert check.stop is stops
     assert check.member_auc is not None and check.auc_band is not None
-    assert check.threshold == pytest.approx(0.5 + check.auc_band)
+    assert check.acc_band is not None
+    assert check.threshold == pytest.approx(check.held_out_acc + check.acc_band)
     position = {"above": check.member_auc > 0.5 + check.auc_band,
                 "inside": abs(check.member_auc - 0.5) <= check.auc_band,
                 "below": check.member_auc < 0.5 - check.auc_band}  # fmt: skip

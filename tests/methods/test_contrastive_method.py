@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,6 +100,29 @@ def test_check_every_records_a_denser_history(
     assert record.extra["stopped_by"] == "max_passes"
 
 
+def test_auto_checks_follow_the_cost_of_a_check(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    _, trained = digits_run
+    spec = ForgetSpec(classes=(2,))
+    budget = 0.02
+    record = run_on_digits(
+        trained, spec, stopping={"rule": "none", "max_passes": 3, "check_budget": budget}
+    )
+    # A check evaluates the forget subset and the held-out samples of class 2 (eval_size caps
+    # both); a batch trains on omega * (forget + retain) images, ~3 forward passes each.
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    held_out = int((trained.data.train.labels[split.validation] == 2).sum())
+    check_images = min(512, split.forget.numel()) + min(512, held_out)
+    batch_images = 4 * (64 + 64)
+    every = math.ceil(check_images / (3 * budget * batch_images))
+    assert every > 1
+    positions = [h["batch"] for h in record.history]
+    assert positions == list(range(0, record.forget_batches + 1, every))
+    # No check at the end of a pass unless one is due there.
+    assert record.forget_batches is not None and record.forget_batches % every != 0
+
+
 def test_one_forward_pass_over_forget_and_retain() -> None:
     model = build_model("small_cnn", num_classes=10, input_shape=(1, 8, 8))
     calls: list[int] = []
@@ -130,19 +155,24 @@ def test_unknown_options_and_scenarios_are_errors() -> None:
         ContrastiveUnlearning.for_scenario("class", {"temperature": 0})
 
 
-def test_matched_anchors_are_those_below_their_held_out_quantile() -> None:
+def test_matched_anchors_are_those_above_their_held_out_quantile() -> None:
     method = ContrastiveUnlearning.for_scenario("sample", {"match_held_out": True})
     assert isinstance(method, ContrastiveUnlearning)
-    # Held-out losses 0.00, 0.01, ..., 0.99: the quantile at level q is ~q.
-    method.reference_losses = torch.linspace(0, 0.99, 100)
-    # Four anchors of class 0 with losses 0.05, 0.9, 0.3, 0.2 (logit margins chosen so).
-    losses = torch.tensor([0.05, 0.9, 0.3, 0.2])
-    margin = torch.log(torch.exp(losses) - 1).neg()  # CE of [m, 0] at class 0 = log(1 + e^-m)
-    logits = torch.stack([margin, torch.zeros(4)], dim=1)
-    weights = method.matched_anchor_weights(logits, torch.zeros(4, dtype=torch.long))
+    # Held-out confidences phi = 0.00, 0.01, ..., 0.99: the quantile at level q is ~q.
+    method.reference_scores = torch.linspace(0, 0.99, 100)
+    # Four anchors of class 0 whose phi (two classes: phi = z_0 - z_1) is 0.05, 0.9, 0.3, 0.2.
+    phi = torch.tensor([0.05, 0.9, 0.3, 0.2])
+    logits = torch.stack([phi, torch.zeros(4)], dim=1)
+    scores, targets = method.matched_anchors(logits, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(scores, phi)
     # Ranks 0, 3, 2, 1 -> levels 0.125, 0.875, 0.625, 0.375 -> targets ~0.124, 0.866, 0.619,
-    # 0.371: anchors 0.05, 0.3 and 0.2 sit below theirs (still member-like), 0.9 above.
-    assert weights.tolist() == [1.0, 0.0, 1.0, 1.0]
+    # 0.371: only the anchor at 0.9 is above its target (still more confident than unseen data).
+    assert (scores > targets).tolist() == [False, True, False, False]
+
+
+def test_calibration_needs_matching() -> None:
+    with pytest.raises(ValueError, match="needs options.match_held_out"):
+        ContrastiveUnlearning.for_scenario("sample", {"lambda_calibration": 1.0})
 
 
 def test_matched_anchors_need_the_sample_scenario(

@@ -16,6 +16,7 @@ Newton step per removal batch) are built from the same four pieces:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,6 +116,24 @@ class StoppingMonitor:
         self.history.append(entry)
         self.last = result
         return result
+
+    def interval(self, images_per_batch: int) -> int | None:
+        """Batches between two checks inside a pass; None: after each pass only.
+
+        With ``check_every = auto``, the smallest interval whose checks cost at most
+        ``check_budget`` of the steps between them, estimated from images: a check runs one
+        forward pass over its two subsets, a batch trains on ``images_per_batch`` images at
+        about three forward passes each (forward and backward).
+
+        Args:
+            images_per_batch: images one batch of the loop trains on (all its steps).
+        """
+        every = self.stopping.check_every
+        if every != "auto":
+            return every
+        check_images = len(self.sets.forget) + len(self.sets.held_out)
+        budget = 3 * self.stopping.check_budget * max(1, images_per_batch)
+        return max(1, math.ceil(check_images / budget))
 
     @property
     def holds(self) -> bool:

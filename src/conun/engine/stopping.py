@@ -5,10 +5,10 @@ checks stay cheap.
   default, the accuracy on a subset of the forget set too: ``stopping.class_checks_forget``);
 - sample: stop when the accuracy on (a subset of) the forget set is <= the accuracy on held-out
   data: going further would make forgotten samples look *less* familiar than unseen data, which
-  is itself a membership signal. ``stopping.sample_rule = "indistinguishable"`` asks for more
-  than equal accuracy: the per-sample losses of the forget subset must be indistinguishable
-  from held-out samples' (a two-sample rank test whose tolerance follows from the subsets'
-  sizes); every sample-scenario check records that AUC, whichever rule stops the run.
+  is itself a membership signal. ``stopping.sample_rule = "indistinguishable"`` stops as soon
+  as the forget subset cannot be told from the held-out subset within the sampling noise of
+  their sizes, on accuracy (two proportions) and on per-sample losses (a two-sample rank test);
+  every sample-scenario check records that AUC, whichever rule stops the run.
 
 "Held-out" is the validation split carved from train before the original was trained (default),
 or the test set (``stopping.eval_set = "test"``, the paper's choice).
@@ -60,12 +60,12 @@ class RuleCheck:
         stop: whether the rule holds.
         forget_acc: accuracy on the forget subset.
         held_out_acc: accuracy on the held-out subset.
-        threshold: the class rule's chance level, or the sample rule's bound on ``forget_acc``
-            (the held-out accuracy); with ``sample_rule="indistinguishable"``, the bound on
-            ``member_auc``.
+        threshold: the bound on ``forget_acc``: the class rule's chance level, the sample
+            rule's held-out accuracy (plus ``acc_band`` with ``sample_rule="indistinguishable"``).
         member_auc: sample scenario: AUC of "lower loss = member" between the forget subset
             (positives) and the held-out subset; 0.5 = indistinguishable. None for classes.
         auc_band: half-width ``z * sigma`` of the null band around 0.5 for these subset sizes.
+        acc_band: half-width ``z * se`` of the band of the accuracy difference (sample scenario).
     """
 
     stop: bool
@@ -74,6 +74,7 @@ class RuleCheck:
     threshold: float
     member_auc: float | None = None
     auc_band: float | None = None
+    acc_band: float | None = None
 
     def to_dict(self) -> dict[str, float | bool | None]:
         return dataclasses.asdict(self)
@@ -93,6 +94,26 @@ def null_auc_band(positives: int, negatives: int, confidence: float) -> float:
         raise ValueError(f"need samples on both sides, got {positives} and {negatives}")
     z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
     return z * math.sqrt((positives + negatives + 1) / (12 * positives * negatives))
+
+
+def accuracy_band(first: float, n1: int, second: float, n2: int, confidence: float) -> float:
+    """Half-width of the central ``confidence`` interval of the difference of two accuracies
+    measured on ``n1`` and ``n2`` samples when both come from one accuracy (two-proportion test,
+    pooled, normal approximation): ``z * sqrt(p (1 - p) (1 / n1 + 1 / n2))``, ``p`` the pooled
+    accuracy.
+
+    Args:
+        first: the first accuracy, on ``n1`` samples.
+        n1: its sample count.
+        second: the second accuracy, on ``n2`` samples.
+        n2: its sample count.
+        confidence: e.g. 0.95 for z = 1.96 (two-sided).
+    """
+    if n1 < 1 or n2 < 1:
+        raise ValueError(f"need samples on both sides, got {n1} and {n2}")
+    pooled = (first * n1 + second * n2) / (n1 + n2)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    return z * math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
 
 
 def member_auc(forget_losses: torch.Tensor, held_out_losses: torch.Tensor) -> float:
@@ -202,11 +223,16 @@ def check_rule(
         F.cross_entropy(forget_logits, sets.forget.labels, reduction="none"),
         F.cross_entropy(held_out_logits, sets.held_out.labels, reduction="none"),
     )
-    band = null_auc_band(len(sets.forget), len(sets.held_out), confidence)
+    n_forget, n_held_out = len(sets.forget), len(sets.held_out)
+    band = null_auc_band(n_forget, n_held_out, confidence)
     if sample_rule == "indistinguishable":
-        # One-sided stop, two-sided band: the loop moves the AUC down from the original's; an
-        # AUC already below the band (past unseen data) stops too, and the history shows it.
-        return RuleCheck(auc <= 0.5 + band, forget_acc, held_out_acc, 0.5 + band, auc, band)
+        # One-sided stop, two-sided bands: the loop moves both statistics down from the
+        # original's; past the lower edge (over-forgetting) it stops too, and the history shows
+        # it.
+        acc_band = accuracy_band(forget_acc, n_forget, held_out_acc, n_held_out, confidence)
+        bound = held_out_acc + acc_band
+        stop = forget_acc <= bound and auc <= 0.5 + band
+        return RuleCheck(stop, forget_acc, held_out_acc, bound, auc, band, acc_band)
     return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc, auc, band)
 
 

@@ -1,7 +1,8 @@
 """The one unlearning loop (Algorithm 1 of contrastive unlearning, Lee et al., IJCAI 2025),
 shared by every loop-based method.
 
-until the stopping rule holds (checked after each pass, optionally every k forget batches):
+until the stopping rule holds (checked every k batches, k chosen so that checks stay a small
+share of the run; or after each pass, as the paper):
     for each forget batch (a fresh random order each pass):
         repeat method.steps_per_forget_batch() times (omega):
             draw a fresh random retain batch
@@ -139,6 +140,17 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         )
 
     steps = method.steps_per_forget_batch() if over_forget else 1
+    # Images one batch trains on: its driver batch and the other set's batch of each step.
+    retain_images = method.retain_batch_size(batch_size) if method.uses_retain else 0
+    forget_images = method.forget_batch_size(batch_size) if method.uses_forget else 0
+    images_per_batch = (
+        steps * ((batch_size if method.uses_forget else 0) + retain_images)
+        if over_forget
+        else batch_size + forget_images
+    )
+    every = monitor.interval(images_per_batch)
+    # check_every=auto checks on the interval alone; otherwise also after each pass.
+    checks_at_pass_end = stopping.check_every != "auto"
     progress = tqdm(
         desc=f"unlearn ({method.name})",
         unit="batch",
@@ -198,7 +210,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             if over_forget:
                 forget_batches += 1
             progress.update()
-            if stopping.check_every and batches % stopping.check_every == 0:
+            if every and batches % every == 0:
                 check()
                 train_mode()
                 if monitor.holds:
@@ -210,7 +222,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 save_state()
         passes += 1
         order = None
-        if not stopped_by and not (stopping.check_every and batches % stopping.check_every == 0):
+        if not stopped_by and checks_at_pass_end and not (every and batches % every == 0):
             check()
             if monitor.holds:
                 stopped_by = "rule"

@@ -1,5 +1,11 @@
 """Loss functions as pure tensor functions."""
 
+from conun.losses.calibration import calibration_loss, logit_confidence, matched_targets
 from conun.losses.contrastive import contrastive_unlearning_loss
 
-__all__ = ["contrastive_unlearning_loss"]
+__all__ = [
+    "calibration_loss",
+    "contrastive_unlearning_loss",
+    "logit_confidence",
+    "matched_targets",
+]

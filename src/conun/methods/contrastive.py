@@ -25,7 +25,12 @@ from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
 from conun.engine.stopping import held_out_pool
 from conun.evaluation.accuracy import gathered_logits
-from conun.losses import contrastive_unlearning_loss
+from conun.losses import (
+    calibration_loss,
+    contrastive_unlearning_loss,
+    logit_confidence,
+    matched_targets,
+)
 from conun.methods.base import (
     LoopMethod,
     LossTerms,
@@ -58,11 +63,17 @@ class ContrastiveOptions(StrictModel):
     sees the whole retain batch: the loss and gradient of one process on the whole batch (up to
     BatchNorm statistics, which stay per process). One process: both are the same."""
     match_held_out: bool = False
-    """Sample scenario: push only the anchors whose cross-entropy is still below the held-out
-    loss they are matched to, so that the forget set's losses end up distributed like unseen
-    data's instead of past them. Each step ranks the forget batch by loss and matches rank k of
-    B to the ``(k + 0.5) / B`` quantile of the original model's losses on the held-out samples
-    of the stopping rule (``stopping.eval_set``); matched anchors get weight 0 in ``L_UL``."""
+    """Sample scenario: unlearn each forget sample only as far as unseen data. Each step ranks
+    the forget batch by its logit-scaled confidence ``phi = z_y - logsumexp_{j != y} z_j`` and
+    matches rank k of B to the ``(k + 0.5) / B`` quantile of the original model's ``phi`` on the
+    held-out samples of the stopping rule (``stopping.eval_set``); a sample already at or below
+    its target is no longer an anchor of ``L_UL`` (weight 0), so that the forget set's scores
+    end up distributed like unseen data's instead of past them (:mod:`conun.losses.calibration`)."""
+    lambda_calibration: float = Field(0.0, ge=0)
+    """With ``match_held_out``: weight of the calibration term, the mean over the forget batch
+    of ``max(0, phi_i - target_i)``, which lowers each still-active sample's confidence to its
+    matched target with a gradient that does not vanish on confident samples. 0: the
+    contrastive term alone moves them."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
@@ -130,13 +141,19 @@ class ContrastiveUnlearning(LoopMethod):
         method = cls(cls.parse_options(scenario, options))
         if method.settings.match_held_out and scenario != "sample":
             raise ConfigError("options.match_held_out applies to the sample scenario only")
+        if method.settings.lambda_calibration > 0 and not method.settings.match_held_out:
+            raise ConfigError(
+                "options.lambda_calibration > 0 needs options.match_held_out=true (the "
+                "calibration term lowers each forget sample to its matched held-out target)"
+            )
         return method
 
-    #: ``(M,)`` losses of the original on held-out samples (``match_held_out``), else None.
-    reference_losses: Tensor | None = None
+    #: ``(M,)`` logit-scaled confidence of the original on held-out samples
+    #: (``match_held_out``), else None.
+    reference_scores: Tensor | None = None
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
-        self.reference_losses = None
+        self.reference_scores = None
         if not self.settings.match_held_out:
             return
         pool, indices = held_out_pool(task.data, task.split, task.config.stopping)
@@ -149,23 +166,22 @@ class ContrastiveUnlearning(LoopMethod):
             batch_size=task.config.eval_batch_size,
             channels_last=task.config.channels_last,
         )
-        losses = F.cross_entropy(logits, pool.labels[keep], reduction="none")
-        self.reference_losses = losses
+        self.reference_scores = logit_confidence(logits.float(), pool.labels[keep])
 
-    def matched_anchor_weights(self, forget_logits: Tensor, forget_y: Tensor) -> Tensor:
-        """``(B,)`` 1 for an anchor whose loss is below its matched held-out quantile, else 0.
+    def matched_anchors(self, forget_logits: Tensor, forget_y: Tensor) -> tuple[Tensor, Tensor]:
+        """The forget batch's scores and which anchors are still active.
 
         Args:
-            forget_logits: ``(B, C)`` logits of the forget batch.
+            forget_logits: ``(B, C)`` logits of the forget batch (differentiable).
             forget_y: ``(B,)`` its labels.
+
+        Returns:
+            ``scores`` ``(B,)`` (differentiable ``phi``), ``targets`` ``(B,)`` the matched
+            held-out quantiles; an anchor is active where ``scores > targets``.
         """
-        assert self.reference_losses is not None
-        losses = F.cross_entropy(forget_logits.detach().float(), forget_y, reduction="none")
-        ranks = torch.argsort(torch.argsort(losses))
-        levels = (ranks.double() + 0.5) / losses.numel()
-        reference = self.reference_losses.to(losses.device).double()
-        targets = torch.quantile(reference, levels)
-        return (losses.double() < targets).float()
+        assert self.reference_scores is not None
+        scores = logit_confidence(forget_logits.float(), forget_y)
+        return scores, matched_targets(scores, self.reference_scores)
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.retain_images is not None
@@ -178,11 +194,12 @@ class ContrastiveUnlearning(LoopMethod):
         retain_z = z[num_forget:].detach() if self.settings.detach_retain else z[num_forget:]
         retain_y = batch.retain_labels
         logits = output.logits[num_forget:].float()
-        weights = (
-            self.matched_anchor_weights(output.logits[:num_forget], forget_y)
-            if self.reference_losses is not None
-            else None
-        )
+        weights: Tensor | None = None
+        calibration: Tensor | None = None
+        if self.reference_scores is not None:
+            scores, targets = self.matched_anchors(output.logits[:num_forget], forget_y)
+            weights = (scores.detach() > targets).float()
+            calibration = calibration_loss(scores, targets)
         if self.settings.distributed_loss == "global" and context().is_distributed:
             forget_z, forget_y = gather_with_grad(forget_z), gather_with_grad(forget_y)
             weights = gather_with_grad(weights) if weights is not None else None
@@ -206,6 +223,9 @@ class ContrastiveUnlearning(LoopMethod):
         )
         total = self.settings.lambda_ul * unlearning + self.settings.lambda_ce * retain_ce
         parts = {"unlearning": unlearning.detach(), "retain_ce": retain_ce.detach()}
-        if weights is not None:
+        if weights is not None and calibration is not None:
             parts["active_anchors"] = weights.mean()
+            parts["calibration"] = calibration.detach()
+            if self.settings.lambda_calibration > 0:
+                total = total + self.settings.lambda_calibration * calibration
         return LossTerms(total, parts)
