@@ -1,5 +1,5 @@
 """``python -m conun`` (also what torchrun launches)."""
 
-from conun.cli import main
+from conun.cli import entry
 
-main()
+entry()

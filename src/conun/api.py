@@ -88,10 +88,54 @@ def as_array_dataset(data: DataLike, *, name: str) -> ArrayDataset:
         pairs = [data[i] for i in range(length)]
         images = torch.stack([torch.as_tensor(image) for image, _ in pairs])
         labels = torch.as_tensor([int(label) for _, label in pairs])
-    images = torch.as_tensor(images, dtype=torch.float32)
+    images = torch.as_tensor(images)
+    if not images.is_floating_point():
+        # uint8 pixels in 0..255 cast as they are would be 255 times the scale the model was
+        # trained on, if it was trained on [0, 1] floats as torchvision's ToTensor gives: the
+        # run would "succeed" on meaningless inputs. The scale is the caller's to say.
+        raise ValueError(
+            f"{name} images are {images.dtype}; give floating-point images in the scale the "
+            "model was trained on (e.g. images.float() / 255 for 0..255 pixels)"
+        )
+    images = images.to(torch.float32)
     if images.ndim == 3:  # (N, H, W): one channel
         images = images[:, None]
-    return ArrayDataset(images, torch.as_tensor(labels, dtype=torch.long))
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name} images must be (N, C, H, W) or (N, H, W); got shape {tuple(images.shape)}"
+        )
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name} labels must be integer class indices; got {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{name} labels must be (N,) with N = {images.shape[0]} (one per image); got shape "
+            f"{tuple(labels.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return ArrayDataset(images, labels.to(torch.long))
+
+
+def _check_model_dtype(model: nn.Module) -> None:
+    """Refuse a model whose weights are not float32: every method computes in float32."""
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()})
+    if dtypes and dtypes != ["torch.float32"]:
+        raise ValueError(
+            f"the model's weights are {', '.join(dtypes)}; conun unlearns float32 models: "
+            "convert it with model.float() first (and back afterwards if you need to)"
+        )
+
+
+def _check_labels(parts: Mapping[str, ArrayDataset], num_classes: int) -> None:
+    """Every label of every part is one of the model's ``num_classes`` classes."""
+    for name, part in parts.items():
+        bad = part.labels[(part.labels < 0) | (part.labels >= num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"{name} labels {sorted(set(bad.tolist()))[:5]} are not classes of the model: "
+                f"labels must be in 0..{num_classes - 1}"
+            )
 
 
 def unlearn(
@@ -161,11 +205,16 @@ def unlearn(
             "the audit needs held_out data the model never trained on (its non-members); "
             "pass held_out=..."
         )
+    _check_model_dtype(model)
     classifier = (
         model
         if isinstance(model, Classifier)
         else wrap_model(model, head=head, num_classes=num_classes)
     )
+    if num_classes is not None and classifier.num_classes not in (None, num_classes):
+        raise ValueError(
+            f"num_classes={num_classes} but the model has {classifier.num_classes} classes"
+        )
     forget_set = as_array_dataset(forget, name="forget")
     retain_set = as_array_dataset(retain, name="retain")
     held_set = as_array_dataset(held_out, name="held_out") if held_out is not None else None
@@ -205,6 +254,8 @@ def unlearn(
         torch.cat([part.images for part in parts]), torch.cat([part.labels for part in parts])
     )
     classes = num_classes or classifier.num_classes or int(train.labels.max()) + 1
+    named = {"forget": forget_set, "retain": retain_set}
+    _check_labels({**named, **({"held_out": held_set} if held_set is not None else {})}, classes)
     num_forget, num_retain = len(forget_set), len(retain_set)
     split = ForgetRetainSplit(
         resolved,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -41,7 +41,8 @@ class OptimizerConfig(StrictModel):
 class RunSettings(StrictModel):
     """Where and how reproducibly a run executes; shared by training and unlearning."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
+    """Any integer torch and NumPy can be seeded with (a 64-bit one)."""
     device: str = "cpu"
     channels_last: bool = True
     eval_batch_size: int = Field(1024, ge=1)
@@ -79,14 +80,16 @@ class StoppingConfig(StrictModel):
     held-out accuracy). ``none``: run ``max_passes`` passes."""
     sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy"
     """Sample scenario only: what ``auto`` stops on. ``accuracy`` (the paper): forget accuracy
-    <= held-out accuracy. ``indistinguishable``: the forget samples' per-sample losses can no
-    longer be told from held-out samples' — the AUC of "lower loss = seen in training" between
-    the two subsets is at most ``0.5 + z * sigma``, sigma the AUC's standard deviation when both
-    come from one distribution (Mann-Whitney, from the two subsets' sizes) and z the two-sided
-    normal quantile of ``confidence``. An AUC below ``0.5 - z * sigma`` means the forget set
-    looks *less* familiar than unseen data (over-forgetting); checks record the AUC either way."""
+    <= held-out accuracy. ``indistinguishable``: the forget subset can no longer be told from
+    the held-out subset, within the sampling noise of their sizes, on either statistic a
+    membership attack reads: its accuracy is at most ``z * se`` above the held-out accuracy
+    (``se`` the standard error of the difference of two proportions, pooled) and the AUC of
+    "lower loss = seen in training" between the two subsets is at most ``0.5 + z * sigma``
+    (``sigma`` the AUC's standard deviation when both come from one distribution: Mann-Whitney);
+    ``z`` the two-sided normal quantile of ``confidence``. Below the band (the forget set looks
+    *less* familiar than unseen data) also stops: going on cannot bring it back."""
     confidence: float = Field(0.95, gt=0, lt=1)
-    """Confidence of the ``indistinguishable`` rule's null band (0.95: z = 1.96)."""
+    """Confidence of the ``indistinguishable`` rule's bands (0.95: z = 1.96)."""
     eval_set: Literal["validation", "test"] = "validation"
     """Held-out data the rule compares against: the validation split carved from train
     (default, keeps the test set clean) or the test set (``test``, as the paper does)."""
@@ -98,8 +101,14 @@ class StoppingConfig(StrictModel):
     small evaluation only."""
     eval_size: int = Field(512, ge=1)
     """Samples per evaluation subset, so that a check costs a small fraction of the run."""
-    check_every: int | None = Field(None, ge=1)
-    """Also check every this many forget batches (besides after each pass)."""
+    check_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
+    """When the rule is checked, besides once before the first step. ``auto``: inside the pass,
+    every k batches, the smallest k that keeps the checks' cost within ``check_budget`` of the
+    training steps' (estimated from images: a check evaluates its two subsets once, a batch
+    trains on ``steps x batch`` images at ~3 forward passes each). An integer: every that many
+    batches. ``None``: after each pass only (the paper's Algorithm 1)."""
+    check_budget: float = Field(0.05, gt=0, le=1)
+    """``check_every = auto``: the checks' share of the run to aim for."""
     max_passes: int = Field(20, ge=1)
     """Upper bound on passes over the forget set."""
 
@@ -143,20 +152,142 @@ def preset_path(kind: str, name: str) -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader (no arbitrary object construction)."""
-    source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"config file {source} does not exist")
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config or preset file read (1 MiB; the shipped ones are a few hundred bytes)."""
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of mappings and lists in a config (the shipped ones nest 3 deep)."""
+
+
+class _RefusedYamlError(yaml.YAMLError):
+    """YAML that is valid but not accepted in a config (see :class:`_ConfigLoader`)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """The safe loader (plain data, no Python objects), stricter still for configs:
+
+    - no aliases: ``*name`` can expand a few hundred bytes into billions of nodes (an "alias
+      bomb"), and a config has no need to repeat itself;
+    - at most :data:`MAX_CONFIG_DEPTH` levels of nesting (the composer recurses per level: a
+      deeper document would end in a RecursionError);
+    - no key twice in one mapping (PyYAML keeps the last silently, hiding a mistake).
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _RefusedYamlError(
+                f"line {event.start_mark.line + 1}: aliases (*{event.anchor}) are not allowed; "
+                "write the value out"
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _RefusedYamlError(
+                    f"line {mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels deep"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise _RefusedYamlError(
+                        f"line {key_node.start_mark.line + 1}: key {key_node.value!r} is given "
+                        "twice in one mapping"
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse config YAML with :class:`_ConfigLoader`: plain data only, no aliases, bounded
+    nesting, no duplicate keys.
+
+    Args:
+        text: the YAML document.
+        source: what to call it in errors (``config file x.yaml``).
+
+    Raises:
+        ConfigError: one line naming ``source`` and what is wrong.
+    """
     try:
-        loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as error:
         # Includes Python tags (!!python/object...), which the safe loader never constructs.
-        raise ConfigError(f"config file {source} is not plain YAML data: {error}") from None
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"{source} is not plain YAML data: {detail}") from None
+
+
+def read_text_file(path: str | Path, what: str, *, limit: int = MAX_CONFIG_BYTES) -> str:
+    """Read a small UTF-8 text file a user named (a config, a preset), checked first.
+
+    Args:
+        path: the file.
+        what: what to call it in errors (``config file``, ``bench preset``).
+        limit: the largest size accepted, in bytes.
+
+    Raises:
+        ConfigError: missing, not a regular file, too large, or not UTF-8 text (naming it).
+    """
+    source = Path(path)
+    if not source.exists():
+        raise ConfigError(f"{what} {source} does not exist")
+    if not source.is_file():
+        raise ConfigError(f"{what} {source} is not a regular file")
+    size = source.stat().st_size
+    if size > limit:
+        raise ConfigError(f"{what} {source} is {size} bytes; at most {limit} are accepted")
+    try:
+        return source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {source} is not UTF-8 text (byte {error.start} cannot be decoded)"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{what} {source} cannot be read: {error.strerror}") from None
+
+
+def check_no_interpolation(value: Any, where: str, key: str = "") -> None:
+    """Refuse OmegaConf interpolations (``${...}``) anywhere in a config layer.
+
+    They would read environment variables (``${oc.env:HOME}``) or other keys into the
+    config; a value is always written out instead.
+
+    Raises:
+        ConfigError: naming ``where`` and the key holding one.
+    """
+    if isinstance(value, str) and "${" in value:
+        shown = f" at {key}" if key else ""
+        raise ConfigError(
+            f"{where}: {value!r}{shown} is an interpolation (${{...}}), which configs do not "
+            "support; write the value itself"
+        )
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            check_no_interpolation(item, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for number, item in enumerate(value):
+            check_no_interpolation(item, where, f"{key}[{number}]")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from a config file: UTF-8 text of at most
+    :data:`MAX_CONFIG_BYTES`, parsed by :func:`load_yaml_text` (plain data only, no aliases,
+    bounded nesting, no duplicate keys, no interpolations)."""
+    source = Path(path)
+    loaded = load_yaml_text(read_text_file(source, "config file"), f"config file {source}")
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {source} must hold a mapping, got {type(loaded).__name__}")
+    check_no_interpolation(loaded, f"config file {source}")
     return loaded
 
 
@@ -179,15 +310,19 @@ def build_config(
         ConfigError: unknown keys, malformed overrides or invalid values, with the allowed values.
     """
     merged: Any = OmegaConf.create(model().model_dump())
+    layers = list(layers)
     for layer in layers:
-        if layer:
-            merged = OmegaConf.merge(merged, OmegaConf.create(dict(layer)))
+        check_no_interpolation(layer, "config")
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} must look like key.sub=value")
+        check_no_interpolation(override, f"--set {override}")
+    for layer in layers:
+        if layer:
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(layer)))
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    plain = OmegaConf.to_container(merged, resolve=True)
+    plain = OmegaConf.to_container(merged, resolve=False)
     try:
         return model.model_validate(plain)
     except ValidationError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,6 +53,112 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be created or written (found before any work)."""
+
+
+_NAME_MAX = 255
+"""Bytes in one file name on Linux, macOS and Windows file systems alike."""
+_PATH_MAX = 4096
+"""Bytes in a whole path on Linux."""
+_LONGEST_CHILD = 64
+"""Room kept for the longest name a run writes inside its directory (``.resume.safetensors.
+<random>.tmp``, a bench cell's ``cells/<seed>/<request>/<method>/...``)."""
+
+
+def check_output_path(path: str | Path, *, flag: str = "--out", directory: bool = True) -> Path:
+    """Check, before any work, that ``path`` can be created and written.
+
+    Every name in it fits the file system's limit, the whole path leaves room for the files a
+    run writes inside it, nothing on the way is a file, and the deepest existing folder is
+    writable. Nothing is created.
+
+    Args:
+        path: the output directory (``directory``) or file path to check.
+        flag: the option that named it, for the message.
+        directory: ``path`` is a directory a run writes into (else a file, whose parent is).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        OutputPathError: one line naming ``flag``, the path and what is wrong.
+    """
+    target = Path(path)
+    for part in target.parts:
+        size = len(os.fsencode(part))
+        if size > _NAME_MAX:
+            raise OutputPathError(
+                f"{flag} {_shorten(str(target))}: the name {_shorten(part)} is {size} bytes long; "
+                f"file names are at most {_NAME_MAX} bytes"
+            )
+    full = len(os.fsencode(os.path.abspath(target)))
+    if full + (_LONGEST_CHILD if directory else 0) > _PATH_MAX:
+        raise OutputPathError(
+            f"{flag} {_shorten(str(target))}: the path is {full} bytes long; at most "
+            f"{_PATH_MAX - _LONGEST_CHILD} are allowed (room for the files written inside it)"
+        )
+    if os.path.lexists(target) and directory and not target.is_dir():
+        raise OutputPathError(f"{flag} {target} exists and is not a directory")
+    existing = target if directory else target.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    absolute = Path(os.path.abspath(existing))
+    if not absolute.is_dir():
+        raise OutputPathError(
+            f"{flag} {target}: {existing} is a file, not a directory, so nothing can be created "
+            "under it"
+        )
+    if not os.access(absolute, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {target}: {existing} is not writable")
+    return target
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    """``text`` cut to ``keep`` characters (with the total length) for one-line messages."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
+def remove_stale_temporaries(directory: str | Path, *, recursive: bool = False) -> list[Path]:
+    """Remove the temporary siblings (``.<name>.<random>.tmp``) that :func:`atomic_write` left
+    in ``directory`` when a process was killed between creating and renaming them.
+
+    Called at the start of a run in that directory, before any writer of this run exists; no
+    file a reader could want is touched (a temporary is never the content of a finished write).
+
+    Args:
+        directory: the run directory.
+        recursive: also every folder below it (a bench directory's cells and originals).
+
+    Returns:
+        The paths removed (empty when ``directory`` does not exist).
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        if candidate.is_file() and not candidate.is_symlink():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(data: Any) -> str:
+    """The SHA-256 of ``data`` as canonical JSON (sorted keys, no spaces), as 64 hex digits."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

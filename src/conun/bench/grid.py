@@ -57,7 +57,7 @@ from conun.config import (
     config_to_yaml,
 )
 from conun.data.arrays import DatasetBundle
-from conun.data.splits import ForgetRetainSplit, Scenario
+from conun.data.splits import ForgetRequestError, ForgetRetainSplit, Scenario
 from conun.engine.checkpoint import (
     CHECKPOINT_FILE,
     CheckpointError,
@@ -66,12 +66,18 @@ from conun.engine.checkpoint import (
     save_checkpoint,
 )
 from conun.evaluation.results import Results, RunRecord, validate_results
-from conun.io import RESULTS_FILE, atomic_write_text
+from conun.io import (
+    RESULTS_FILE,
+    atomic_write_text,
+    check_output_path,
+    remove_stale_temporaries,
+)
 from conun.methods import METHODS, get_method
 from conun.models.base import Classifier
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.evaluation import audit_against
 from conun.workflows.inputs import (
+    check_requests,
     ensure_dataset,
     load_checkpoint_for,
     load_training_data,
@@ -611,10 +617,15 @@ def run_bench(
     loaded = preset if isinstance(preset, BenchPreset) else load_bench_preset(preset)
     plan = plan_bench(loaded, seeds)
     target = Path(out) if out is not None else DEFAULT_OUT / plan.name
-    if target.exists() and not target.is_dir():
-        raise OutputExistsError(f"--out {target} exists and is not a directory")
+    check_output_path(target)  # a file there, names too long, nothing writable: refused
     for config in {config.dataset: config for config in plan.train_configs.values()}.values():
         ensure_dataset(config)
+    specs = {f"request {label}": spec.forget_spec() for label, spec in plan.requests.items()}
+    for seed, config in plan.train_configs.items():  # cheap: no training, data loads only
+        try:
+            check_requests(config, specs)
+        except ForgetRequestError as error:
+            raise BenchPresetError(f"bench preset {plan.name}, seed {seed}: {error}") from None
 
     finished: dict[Cell, dict[str, Any]] = {}
     mismatched: list[str] = []
@@ -646,6 +657,8 @@ def run_bench(
             f"{more}\nchoose another --out, or delete those cell directories to recompute them"
         )
 
+    for stale in remove_stale_temporaries(target, recursive=True):
+        logger.info("removed %s, left by an interrupted write", stale)
     atomic_write_text(
         target / BENCH_FILE,
         yaml.safe_dump(

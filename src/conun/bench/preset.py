@@ -301,8 +301,8 @@ def check_seeds(value: list[int]) -> list[int]:
     """``value`` if its seeds are distinct and >= 0."""
     if not value:
         raise ValueError("give at least one seed")
-    if any(seed < 0 for seed in value) or len(set(value)) != len(value):
-        raise ValueError(f"seeds must be distinct integers >= 0, got {value}")
+    if any(not 0 <= seed < 2**63 for seed in value) or len(set(value)) != len(value):
+        raise ValueError(f"seeds must be distinct integers >= 0 and < 2**63, got {value}")
     return value
 
 

@@ -8,6 +8,7 @@
     conun demo     [--dataset digits] [--out DIR]
     conun bench    PRESET [--seeds 0,1,2] [--out DIR]
     conun report   RUN_OR_BENCH_DIR [--out STEM]
+    conun ledger   init | request | apply | status | verify LEDGER ...
 
 Every command that trains or unlearns takes ``--config FILE.yaml`` and repeated
 ``--set key.sub=value`` overrides; every command takes ``--quiet`` and ``-v/--verbose``.
@@ -20,6 +21,10 @@ seconds, while ``conun --help`` needs nothing but the one-line summaries below.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import tempfile
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +56,7 @@ COMMANDS: Mapping[str, LazyCommand] = {
     "report": LazyCommand(
         "conun.cli.report", "Write an HTML and Markdown report of a run or bench directory."
     ),
+    "ledger": LazyCommand("conun.cli.ledger", "Record deletion requests, apply them, certify."),
 }
 
 
@@ -112,4 +118,29 @@ def main() -> None:
     """
 
 
-__all__ = ["COMMANDS", "LazyCommand", "LazyGroup", "main", "summary"]
+TRACEBACK_ENV = "CONUN_TRACEBACK"
+"""Set to 1 to let an internal error end in its Python traceback (for developers)."""
+
+
+def entry() -> None:
+    """The ``conun`` executable and ``python -m conun``: :func:`main`, and for an unexpected
+    internal error (a bug, never a user's mistake: those are one-line errors) one line saying
+    so and naming the file that holds the full traceback, exit status 1."""
+    try:
+        main()
+    except Exception as error:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        handle, name = tempfile.mkstemp(prefix="conun-error-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as report:
+            report.write(f"conun {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+        click.echo(
+            f"Error: internal error ({type(error).__name__}: {str(error)[:200]}). This is a bug "
+            f"in conun, not in your input; the full traceback is in {name} (set "
+            f"{TRACEBACK_ENV}=1 to print it)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+__all__ = ["COMMANDS", "TRACEBACK_ENV", "LazyCommand", "LazyGroup", "entry", "main", "summary"]

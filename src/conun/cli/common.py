@@ -42,14 +42,28 @@ def handle_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
-            raise InputError(str(error)) from None
+        except (
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+        ) as error:
+            raise InputError(_one_line(str(error))) from None
         except NonFiniteLossError as error:  # one line, exit status 1
             raise click.ClickException(
                 f"{error}. Nothing was written but the last resumable state, if any."
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(message: str) -> str:
+    """``message`` as printed: pydantic's trailing documentation links dropped (they point at
+    pydantic, not at what the user can change)."""
+    kept = [line for line in message.splitlines() if "https://errors.pydantic.dev" not in line]
+    return "\n".join(kept) if kept else message
 
 
 def setup_logging(verbose: int) -> None:
@@ -232,8 +246,12 @@ def forget_spec(
     forget_fraction: float | None,
     forget_ids: str | None,
 ) -> ForgetSpec | None:
-    """The forget request of the options, or None where none was given."""
-    if not (forget_classes or forget_samples or forget_fraction or forget_ids):
+    """The forget request of the options, or None where none was given.
+
+    ``--forget-samples 0`` or ``--forget-fraction 0`` is a request (refused by the split as
+    empty), never the absence of one."""
+    given = (forget_samples, forget_fraction, forget_ids)
+    if not forget_classes and all(value is None for value in given):
         return None
     return required_forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids)
 

@@ -16,6 +16,7 @@ import gzip
 import logging
 import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,9 @@ def load_digits() -> PixelData:
 _IDX_UNSIGNED_BYTE = 0x08
 
 
+_FASHION_MNIST_NUM_CLASSES = 10
+
+
 def read_idx(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
     """Read an IDX file of unsigned bytes (the (Fashion-)MNIST format), gzipped or not.
 
@@ -154,9 +158,12 @@ def read_idx(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
         ValueError: the file is not an IDX file of unsigned bytes, or is truncated.
     """
     raw = path.read_bytes()
-    # A bytearray, not bytes: numpy arrays over immutable bytes are read-only, and torch warns
-    # about (and cannot safely wrap) read-only arrays.
-    data = bytearray(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    try:
+        # A bytearray, not bytes: numpy arrays over immutable bytes are read-only, and torch
+        # warns about (and cannot safely wrap) read-only arrays.
+        data = bytearray(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is not a complete gzip file ({error}): replace it") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file: its first two bytes must be zero")
     if data[2] != _IDX_UNSIGNED_BYTE:
@@ -283,6 +290,11 @@ def load_fashion_mnist(data_dir: str | Path | None = None, *, download: bool = T
                 f"Fashion-MNIST in {directory}: {split} images must be (N, H, W) and labels (N,) "
                 f"with the same N; got {images.shape} and {labels.shape}"
             )
+        if labels.size == 0 or int(labels.max()) >= _FASHION_MNIST_NUM_CLASSES:
+            raise ValueError(
+                f"Fashion-MNIST in {directory}: {split} labels must be 0..."
+                f"{_FASHION_MNIST_NUM_CLASSES - 1}, at least one; the files are corrupt"
+            )
     return PixelData(
         train_images=to_unit_float(torch.from_numpy(train_images).unsqueeze(1), 255.0),
         train_labels=torch.from_numpy(train_labels.astype(np.int64)),
@@ -376,7 +388,7 @@ class TorchvisionSource:
     def _read(self, root: Path, *, train: bool) -> tuple[Tensor, Tensor]:
         try:
             dataset = self.open_split(root, train, False)
-        except RuntimeError as error:
+        except (RuntimeError, AssertionError, ValueError, IndexError, OSError, EOFError) as error:
             # The files exist (checked above), so torchvision rejected their content: CIFAR and
             # SVHN are verified against MD5 sums.
             raise DatasetNotFoundError(

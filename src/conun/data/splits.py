@@ -29,6 +29,10 @@ class ForgetRequestError(ValueError):
     """A forget request that cannot be honoured; the message says why and what is allowed."""
 
 
+_SPLIT_KEYS = ("scenario", "num_train", "forget", "retain", "validation")
+"""The keys a split's JSON must hold (:meth:`ForgetRetainSplit.to_dict`)."""
+
+
 def _as_index_tensor(indices: Iterable[int] | Tensor) -> Tensor:
     return torch.as_tensor(list(indices) if not isinstance(indices, Tensor) else indices).long()
 
@@ -238,21 +242,57 @@ class ForgetRetainSplit:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ForgetRetainSplit:
-        """Rebuild a split written by :meth:`to_dict`, re-checking every invariant."""
+        """Rebuild a split written by :meth:`to_dict`, re-checking every invariant.
+
+        Raises:
+            ForgetRequestError: ``data`` is not such a description (not a mapping, a key
+                missing, an index that is not an integer, sets that do not partition).
+        """
+        if not isinstance(data, dict):
+            raise ForgetRequestError(
+                f"a split must be a JSON object with {', '.join(_SPLIT_KEYS)}, "
+                f"got {type(data).__name__}"
+            )
+        missing = [key for key in _SPLIT_KEYS if key not in data]
+        if missing:
+            raise ForgetRequestError(f"the split lacks {', '.join(missing)}")
         scenario = data.get("scenario")
         if scenario not in ("class", "sample"):
             raise ForgetRequestError(
                 f"split scenario must be 'class' or 'sample', got {scenario!r}"
             )
+        indices = {}
+        for key in ("forget", "retain", "validation"):
+            values = data[key]
+            if not isinstance(values, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values
+            ):
+                raise ForgetRequestError(f"the split's {key} must be a list of integer indices")
+            indices[key] = _as_index_tensor(values)
+        num_train, classes, seed = data["num_train"], data.get("classes", []), data.get("seed")
+        ids_file = data.get("ids_file")
+        if not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1:
+            raise ForgetRequestError("the split's num_train must be a positive integer")
+        if not isinstance(classes, list) or not all(isinstance(c, int) for c in classes):
+            raise ForgetRequestError("the split's classes must be a list of integers")
+        if seed is not None and not isinstance(seed, int):
+            raise ForgetRequestError("the split's seed must be an integer or null")
+        if ids_file is not None and not isinstance(ids_file, str):
+            raise ForgetRequestError("the split's ids_file must be a path or null")
+        for key, index in indices.items():
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_train):
+                raise ForgetRequestError(
+                    f"the split's {key} indices are outside 0..{num_train - 1}"
+                )
         return cls(
             scenario,
-            int(data["num_train"]),
-            _as_index_tensor(data["forget"]),
-            _as_index_tensor(data["retain"]),
-            _as_index_tensor(data["validation"]),
-            classes=tuple(int(c) for c in data.get("classes", ())),
-            seed=data.get("seed"),
-            ids_file=data.get("ids_file"),
+            num_train,
+            indices["forget"],
+            indices["retain"],
+            indices["validation"],
+            classes=tuple(classes),
+            seed=seed,
+            ids_file=ids_file,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -261,8 +301,16 @@ class ForgetRetainSplit:
 
     @classmethod
     def load(cls, path: str | Path) -> ForgetRetainSplit:
-        """Read a split saved by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a split saved by :meth:`save`.
+
+        Raises:
+            ForgetRequestError: not a readable JSON split, naming the file.
+        """
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(loaded)
+        except (OSError, UnicodeDecodeError, RecursionError, ValueError) as error:
+            raise ForgetRequestError(f"split file {path}: {error}") from None
 
 
 def read_ids_file(path: str | Path) -> list[int]:
@@ -272,13 +320,24 @@ def read_ids_file(path: str | Path) -> list[int]:
     integer is an error naming the line; nothing is evaluated.
     """
     source = Path(path)
-    if not source.is_file():
+    if not source.exists():
         raise ForgetRequestError(f"ids file {source} does not exist")
-    text = source.read_text(encoding="utf-8").strip()
+    if not source.is_file():
+        # A FIFO or /dev/stdin would be read once and differ on a resume: a regular file only.
+        raise ForgetRequestError(f"ids file {source} is not a regular file")
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first id.
+        text = source.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as error:
+        raise ForgetRequestError(
+            f"ids file {source} is not UTF-8 text (byte {error.start} cannot be decoded)"
+        ) from None
+    except OSError as error:
+        raise ForgetRequestError(f"ids file {source} cannot be read: {error.strerror}") from None
     if text.startswith(("[", "{")):
         try:
             loaded = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise ForgetRequestError(f"ids file {source} is not valid JSON: {error}") from None
         values = loaded.get("ids") if isinstance(loaded, dict) else loaded
         if not isinstance(values, list) or not all(
@@ -287,6 +346,12 @@ def read_ids_file(path: str | Path) -> list[int]:
             raise ForgetRequestError(
                 f'ids file {source}: JSON must be a list of integers or {{"ids": [...]}}'
             )
+        too_large = [v for v in values if not _MIN_ID <= v <= _MAX_ID]
+        if too_large:
+            raise ForgetRequestError(
+                f"ids file {source}: id {too_large[0]} is out of range (ids are training-set "
+                "indices, 0 to the training set's size - 1)"
+            )
         return list(values)
     ids = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -294,12 +359,24 @@ def read_ids_file(path: str | Path) -> list[int]:
         if not content:
             continue
         try:
-            ids.append(int(content))
+            value = int(content)
         except ValueError:
             raise ForgetRequestError(
-                f"ids file {source}, line {number}: {content!r} is not an integer index"
+                f"ids file {source}, line {number}: {content[:40]!r} is not an integer index"
             ) from None
+        if not _MIN_ID <= value <= _MAX_ID:
+            raise ForgetRequestError(
+                f"ids file {source}, line {number}: {content[:40]} is out of range (ids are "
+                "training-set indices, 0 to the training set's size - 1)"
+            )
+        ids.append(value)
     return ids
+
+
+_MAX_ID = 2**63 - 1
+_MIN_ID = -(2**63)
+"""Ids outside int64 cannot even be compared with the training set's size as tensors; they are
+refused when read (ids inside it but out of the set's range are refused by the split)."""
 
 
 def _validation_mask(num_train: int, validation: Tensor | None) -> Tensor:

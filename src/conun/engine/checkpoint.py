@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from conun.data.splits import ForgetRequestError, ForgetRetainSplit
 from conun.io import atomic_write
 from conun.models.base import Classifier
 from conun.models.registry import build_model
@@ -99,6 +101,39 @@ class CheckpointMeta:
                 f"checkpoint metadata is incomplete or malformed: {error}"
             ) from None
 
+    def check(self) -> None:
+        """Raise :class:`CheckpointError` unless the metadata is consistent in itself: at least
+        two classes, a ``(C, H, W)`` input shape, non-negative distinct validation ids, the
+        dataset and model the training recipe names, and a well-formed split (or none)."""
+        if self.num_classes < 2:
+            raise CheckpointError(
+                f"checkpoint metadata: num_classes is {self.num_classes}; a classifier has at "
+                "least 2 classes"
+            )
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise CheckpointError(
+                f"checkpoint metadata: input_shape {list(self.input_shape)} is not a positive "
+                "(channels, height, width)"
+            )
+        if self.validation and (
+            min(self.validation) < 0 or len(set(self.validation)) != len(self.validation)
+        ):
+            raise CheckpointError(
+                "checkpoint metadata: validation ids must be distinct non-negative indices"
+            )
+        for key, value in (("dataset", self.dataset), ("model", self.model)):
+            recipe = self.train_config.get(key)
+            if recipe is not None and recipe != value:
+                raise CheckpointError(
+                    f"checkpoint metadata names {key} {value!r} but its training recipe "
+                    f"(train_config.{key}) says {recipe!r}: the metadata was edited or is corrupt"
+                )
+        if self.split is not None:
+            try:
+                ForgetRetainSplit.from_dict(self.split)
+            except ForgetRequestError as error:
+                raise CheckpointError(f"checkpoint metadata: split: {error}") from None
+
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
     """``path`` itself if it is a file, else ``path/checkpoint.safetensors``."""
@@ -137,9 +172,19 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
     if _META_KEY not in header:
         raise CheckpointError(f"{source} has no conun metadata; was it written by conun?")
     try:
-        return CheckpointMeta.from_dict(json.loads(header[_META_KEY]))
-    except json.JSONDecodeError as error:
+        loaded = json.loads(header[_META_KEY])
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{source}: metadata is not valid JSON: {error}") from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(
+            f"{source}: metadata must be a JSON object, got {type(loaded).__name__}"
+        )
+    try:
+        meta = CheckpointMeta.from_dict(loaded)
+        meta.check()
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    return meta
 
 
 def load_checkpoint(
@@ -172,7 +217,24 @@ def load_checkpoint(
             f"{tuple(expected_input_shape)}"
         )
     model = build_model(meta.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
-    state = load_file(str(resolve_checkpoint_path(path)))
+    source = resolve_checkpoint_path(path)
+    try:
+        state = load_file(str(source))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{source}: the weights cannot be read: {error}") from None
+    # A NaN or Inf weight makes every output meaningless: unlearning would "stop" at once and
+    # an evaluation would report chance accuracy as if it were the model's.
+    broken = [
+        name
+        for name, tensor in state.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if broken:
+        shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or Inf) in {shown}: a checkpoint must hold "
+            "finite weights only"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -230,17 +230,53 @@ def read_state(directory: str | Path, *, kind: str) -> LoopState:
     return LoopState(meta["kind"], meta["invocation"], meta["loop"], tensors, meta)
 
 
-def check_invocation(state: LoopState, invocation: dict[str, Any], directory: str | Path) -> None:
-    """Refuse to continue a state under settings other than those it was saved with."""
+CONTENT_KEYS = {
+    "checkpoint_sha256": "the source checkpoint's content (SHA-256) changed since the run began",
+    "request_sha256": "the forget request's ids (SHA-256) changed since the run began",
+    "split_sha256": "the resolved forget/retain split (SHA-256) changed since the run began",
+}
+"""Invocation keys that hold the digest of an input's content rather than a setting: a
+difference there means a file was replaced or edited under the same path, which
+:func:`check_invocation` says in words."""
+
+
+def check_invocation(
+    state: LoopState,
+    invocation: dict[str, Any],
+    directory: str | Path,
+    *,
+    later: tuple[str, ...] = (),
+) -> None:
+    """Refuse to continue a state under settings other than those it was saved with.
+
+    Inputs are compared by content where the invocation holds their digests
+    (:data:`CONTENT_KEYS`): a checkpoint or ids file replaced under the same path is refused,
+    naming what changed, so that a resumed model never mixes two requests or two originals.
+
+    Args:
+        state: the saved state.
+        invocation: what the run is asked to do now.
+        directory: the run directory (named in the error).
+        later: keys the caller adds to ``invocation`` only once its data is loaded (the split's
+            digest); absent from ``invocation``, they are not compared yet.
+    """
     saved = json.loads(json.dumps(state.invocation))
     given = json.loads(json.dumps(invocation))
+    for key in later:
+        if key not in given:
+            saved.pop(key, None)
     if saved != given:
         differing = sorted(
             key for key in set(saved) | set(given) if saved.get(key) != given.get(key)
         )
+        changed = [CONTENT_KEYS[key] for key in differing if key in CONTENT_KEYS]
+        settings = [key for key in differing if key not in CONTENT_KEYS]
+        parts = [*changed]
+        if settings:
+            parts.append(f"other settings ({', '.join(settings)} differ)")
         raise ResumeError(
-            f"the run in {directory} was started with other settings ({', '.join(differing)} "
-            "differ): give the same options as the first time, or start afresh with --force"
+            f"cannot resume the run in {directory}: {'; '.join(parts)}: give the same inputs "
+            "and options as the first time, or start afresh with --force"
         )
 
 
@@ -302,6 +338,7 @@ def _set_numpy_random_state(saved: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "CONTENT_KEYS",
     "DEFAULT_SAVE_EVERY",
     "RESUME_FILE",
     "LoopState",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from conun.io import RESULTS_FILE, atomic_write, atomic_write_text
+from conun.io import RESULTS_FILE, atomic_write, atomic_write_text, check_output_path
 from conun.report.bench_report import bench_report
 from conun.report.common import BENCH_FILE, EXPECTED, ReportSourceError
 from conun.report.document import Report, image_file_names, render_html, render_markdown
@@ -102,6 +102,10 @@ def build_report(directory: str | os.PathLike[str], *, figures: bool = True) -> 
     return run_report(path, figures=figures)
 
 
+_LONGEST_STEM = 200
+"""Bytes in the name of ``--out``: the longest figure file adds ``-<figure>.png`` to it."""
+
+
 def write_report(
     directory: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -135,6 +139,12 @@ def write_report(
     if stem.is_dir():
         raise ValueError(
             f"--out {stem} is a directory; give a path without extension, e.g. {stem / 'report'}"
+        )
+    check_output_path(stem, directory=False)
+    if len(os.fsencode(stem.name)) > _LONGEST_STEM:  # room for ``<stem>-<figure>.png``
+        raise ValueError(
+            f"--out {stem.name[:40]}...: the name is {len(os.fsencode(stem.name))} bytes long; "
+            f"at most {_LONGEST_STEM} are allowed (the figures add -<figure>.png to it)"
         )
     report = build_report(directory, figures=figures)
     files = image_file_names(report, stem.name)

@@ -31,6 +31,7 @@ from conun.config import (
     OptimizerConfig,
     StoppingConfig,
     UnlearnConfig,
+    check_no_interpolation,
     format_validation_error,
     preset_path,
     read_yaml,
@@ -149,13 +150,15 @@ def resolve_unlearn_config(
     merged: Any = OmegaConf.create({})
     sources: dict[str, str] = {}
     for label, layer in stack:
+        check_no_interpolation(layer, label)
+    for label, layer in stack:
         try:
             merged = OmegaConf.merge(merged, OmegaConf.create(dict(layer)))
         except OmegaConfBaseException as error:
             raise ConfigError(f"{label}: cannot merge this layer: {error}") from None
         for key in _leaf_keys(layer):
             sources[key] = label
-    container = OmegaConf.to_container(merged, resolve=True)
+    container = OmegaConf.to_container(merged, resolve=False)
     assert isinstance(container, dict)
     plain = {str(key): value for key, value in container.items()}
     if plain.get("method") != method:
@@ -186,8 +189,9 @@ def _override_layer(override: str) -> dict[str, Any]:
     """One ``key.sub=value`` override as a nested mapping."""
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
+    check_no_interpolation(override, f"--set {override}")
     try:
-        layer = OmegaConf.to_container(OmegaConf.from_dotlist([override]), resolve=True)
+        layer = OmegaConf.to_container(OmegaConf.from_dotlist([override]), resolve=False)
     except OmegaConfBaseException as error:
         raise ConfigError(f"override {override!r} cannot be parsed: {error}") from None
     assert isinstance(layer, dict)

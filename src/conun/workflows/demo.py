@@ -15,7 +15,7 @@ from conun.data.splits import ForgetRetainSplit
 from conun.engine.checkpoint import save_checkpoint
 from conun.evaluation.results import Results
 from conun.workflows.configs import resolve_unlearn_config
-from conun.workflows.inputs import validation_of
+from conun.workflows.inputs import check_requests, ensure_dataset, validation_of
 from conun.workflows.outputs import prepare_output_dir
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import train_original
@@ -39,7 +39,17 @@ def run_demo(
     """Train, retrain and unlearn on ``dataset``; write ``out_dir/results.json`` and the
     original's checkpoint; return the results (printed by the CLI)."""
     train_config = build_train_config(dataset, [{"seed": seed}])
+    ensure_dataset(train_config)
     prepare_output_dir(out_dir, force=force)
+    # The two requests are resolved on the data now: a class the dataset lacks or a fraction
+    # outside (0, 1) is an error before the training, not after it.
+    check_requests(
+        train_config,
+        {
+            "--forget-class": ForgetSpec(classes=(forget_class,)),
+            "--forget-fraction": ForgetSpec(fraction=forget_fraction),
+        },
+    )
     logger.info("demo: training the original %s on %s", train_config.model, dataset)
     trained = train_original(train_config, None, quiet=quiet)
     data, model = trained.data, trained.model

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from conun.config import TrainConfig
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRequestError, ForgetRetainSplit
 from conun.distributed.group import context
@@ -21,6 +20,7 @@ from conun.workflows.inputs import (
     ensure_dataset,
     load_checkpoint_for,
     load_training_data,
+    recipe_of,
     validation_of,
 )
 from conun.workflows.outputs import prepare_output_dir
@@ -136,7 +136,7 @@ def evaluate_checkpoint(
             "--audit needs a forget request: give --forget-class/--forget-samples/--forget-ids, "
             "or evaluate a checkpoint written by `conun unlearn`"
         )
-    train_config = TrainConfig.model_validate(meta.train_config)
+    train_config = recipe_of(meta, checkpoint)
     ensure_dataset(train_config)
     prepare_output_dir(out_dir, force=force)
     data = load_training_data(train_config)
@@ -202,7 +202,7 @@ def audit_checkpoint(
             f"({reference_meta.num_classes} classes); the audited checkpoint is a {meta.model} on "
             f"{meta.dataset} ({meta.num_classes} classes): they cannot be compared"
         )
-    train_config = TrainConfig.model_validate(meta.train_config)
+    train_config = recipe_of(meta, checkpoint)
     ensure_dataset(train_config)
     prepare_output_dir(out_dir, force=force)
     data = load_training_data(train_config)

@@ -7,17 +7,21 @@ is an error before any work.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
-from conun.config import TrainConfig
+from conun.config import TrainConfig, format_validation_error
 from conun.data.arrays import DatasetBundle
 from conun.data.registry import check_dataset_available, load_dataset
+from conun.data.splits import ForgetRequestError
 from conun.data.validation import split_validation
-from conun.engine.checkpoint import CheckpointMeta, load_checkpoint
+from conun.engine.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from conun.models.base import Classifier
 from conun.workflows.names import check_train_names
+from conun.workflows.requests import ForgetSpec
 
 
 def ensure_dataset(config: TrainConfig) -> None:
@@ -59,6 +63,28 @@ def validation_indices(data: DatasetBundle, config: TrainConfig) -> torch.Tensor
     ).validation_indices
 
 
+def check_requests(config: TrainConfig, specs: Mapping[str, ForgetSpec]) -> None:
+    """Resolve each forget request on the data an original of ``config`` trains on, before it
+    is trained: a request the dataset cannot honour (a class it lacks, more samples than it
+    holds, a fraction outside (0, 1)) is an error before any work, not after the training.
+
+    Args:
+        config: the original's recipe (its dataset, ``max_train_samples``, validation split and
+            seed, which also draws the random requests).
+        specs: the requests by the label that names them in errors (``--forget-class``).
+
+    Raises:
+        ForgetRequestError: ``<label>: <what is wrong>`` for the first request that fails.
+    """
+    data = load_training_data(config)
+    validation = validation_indices(data, config)
+    for label, spec in specs.items():
+        try:
+            spec.resolve(data, validation, config.seed)
+        except ForgetRequestError as error:
+            raise ForgetRequestError(f"{label}: {error}") from None
+
+
 def load_checkpoint_for(
     checkpoint: str | Path, data: DatasetBundle
 ) -> tuple[Classifier, CheckpointMeta]:
@@ -68,9 +94,35 @@ def load_checkpoint_for(
         CheckpointError: no readable checkpoint there, or one for another number of classes
             or input shape than ``data``'s.
     """
-    return load_checkpoint(
+    model, meta = load_checkpoint(
         checkpoint, expected_num_classes=data.num_classes, expected_input_shape=data.input_shape
     )
+    num_train = len(data.train)
+    if meta.validation and max(meta.validation) >= num_train:
+        raise CheckpointError(
+            f"{checkpoint}: its validation ids reach {max(meta.validation)} but the training set "
+            f"of {meta.dataset} has {num_train} samples (0..{num_train - 1})"
+        )
+    if meta.split is not None and meta.split["num_train"] != num_train:
+        raise CheckpointError(
+            f"{checkpoint}: its split indexes a training set of {meta.split['num_train']} "
+            f"samples but {meta.dataset}'s has {num_train}"
+        )
+    return model, meta
+
+
+def recipe_of(meta: CheckpointMeta, checkpoint: str | Path) -> TrainConfig:
+    """The training recipe a checkpoint's metadata records, validated.
+
+    Raises:
+        CheckpointError: the recipe does not validate (naming the checkpoint and the keys).
+    """
+    try:
+        return TrainConfig.model_validate(meta.train_config)
+    except ValidationError as error:
+        lines = format_validation_error("train_config", error).splitlines()[1:]
+        problems = "; ".join(f"train_config.{line.strip()}" for line in lines)
+        raise CheckpointError(f"{checkpoint}: metadata: {problems}") from None
 
 
 def validation_of(meta: CheckpointMeta) -> torch.Tensor:
@@ -79,9 +131,11 @@ def validation_of(meta: CheckpointMeta) -> torch.Tensor:
 
 
 __all__ = [
+    "check_requests",
     "ensure_dataset",
     "load_checkpoint_for",
     "load_training_data",
+    "recipe_of",
     "validation_indices",
     "validation_of",
 ]

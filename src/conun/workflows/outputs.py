@@ -22,9 +22,12 @@ failed run leaves an existing directory as it was.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from conun.distributed.group import context
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.engine.resume import (
     DEFAULT_SAVE_EVERY,
@@ -34,7 +37,14 @@ from conun.engine.resume import (
     read_state,
 )
 from conun.evaluation.results import Results, format_table
-from conun.io import RESULTS_FILE
+from conun.io import (
+    RESULTS_FILE,
+    check_output_path,
+    remove_stale_temporaries,
+    sha256_json,
+)
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 """The resolved config of the run (training or unlearning), as YAML."""
@@ -67,8 +77,9 @@ def prepare_output_dir(out_dir: str | Path, *, force: bool) -> Path:
             run's results or checkpoint, and ``force`` is not set.
     """
     target = Path(out_dir)
-    if target.exists() and not target.is_dir():
+    if os.path.lexists(target) and not target.is_dir():
         raise OutputExistsError(f"--out {target} exists and is not a directory")
+    check_output_path(target)  # names that fit, nothing on the way a file, a writable parent
     if (target / RESUME_FILE).exists() and not force:
         raise OutputExistsError(
             f"{target} holds an interrupted run ({RESUME_FILE}): continue it with --resume "
@@ -80,7 +91,15 @@ def prepare_output_dir(out_dir: str | Path, *, force: bool) -> Path:
             f"{target} already holds {', '.join(existing)}; choose another --out or pass --force "
             "to overwrite"
         )
+    _clean(target)
     return target
+
+
+def _clean(target: Path) -> None:
+    """Remove the temporaries a killed run left in ``target`` (rank 0: the one writer)."""
+    if context().is_main:
+        for stale in remove_stale_temporaries(target):
+            logger.info("removed %s, left by an interrupted write", stale)
 
 
 def resumable_run(
@@ -119,14 +138,38 @@ def resumable_run(
     if resume:
         if force:
             raise ValueError("--resume continues a run and --force starts it afresh: pick one")
+        check_output_path(out_dir)
         state = read_state(out_dir, kind=kind)
-        check_invocation(state, invocation, out_dir)
+        check_invocation(state, invocation, out_dir, later=LATE_KEYS)
+        _clean(Path(out_dir))
         every = save_every if save_every is not None else DEFAULT_SAVE_EVERY
         return Resumable(Path(out_dir), every, kind, invocation, state)
     prepare_output_dir(out_dir, force=force)
     if save_every is None:
         return None
     return Resumable(Path(out_dir), save_every, kind, invocation)
+
+
+LATE_KEYS = ("split_sha256",)
+"""Invocation keys known only once the data is loaded: :func:`resumable_run` does not compare
+them yet, :func:`record_split` does."""
+
+
+def record_split(resumable: Resumable | None, split: dict[str, Any], out_dir: str | Path) -> None:
+    """Add the resolved split's digest to the run's invocation; on resume, refuse a split that
+    differs from the one the interrupted run was unlearning (the dataset's files changed).
+
+    Called after the split is resolved and before the method runs, so that every state saved
+    carries the digest.
+
+    Raises:
+        ResumeError: the resumed run's split differs from the saved one.
+    """
+    if resumable is None:
+        return
+    resumable.invocation = {**resumable.invocation, "split_sha256": sha256_json(split)}
+    if resumable.state is not None:
+        check_invocation(resumable.state, resumable.invocation, out_dir)
 
 
 def describe(results: Results) -> str:
@@ -144,5 +187,6 @@ __all__ = [
     "OutputExistsError",
     "describe",
     "prepare_output_dir",
+    "record_split",
     "resumable_run",
 ]

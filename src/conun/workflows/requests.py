@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRequestError, ForgetRetainSplit, Scenario, read_ids_file
+from conun.io import sha256_json
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ class ForgetSpec:
     def scenario(self) -> Scenario:
         """``"class"`` for a class request, else ``"sample"``."""
         return "class" if self.classes else "sample"
+
+    def digest(self) -> str:
+        """SHA-256 of what the request asks for: the ids an ids file lists (read now, so that
+        an edited file gives another digest), else the request's own fields.
+
+        Raises:
+            ForgetRequestError: the ids file is missing or malformed.
+        """
+        if self.ids_file is not None:
+            return sha256_json({"ids": read_ids_file(self.ids_file)})
+        return sha256_json(dataclasses.asdict(self))
 
     def resolve(
         self, data: DatasetBundle, validation: torch.Tensor, seed: int

@@ -19,7 +19,7 @@ from conun.engine.checkpoint import read_checkpoint_meta, resolve_checkpoint_pat
 from conun.engine.resume import Resumable
 from conun.evaluation.accuracy import evaluate_split
 from conun.evaluation.results import Results, RunRecord
-from conun.io import atomic_write_text
+from conun.io import atomic_write_text, sha256_file
 from conun.methods.base import UnlearningMethod, UnlearningTask, get_method
 from conun.models.base import Classifier
 from conun.reproducibility import seed_everything
@@ -28,9 +28,10 @@ from conun.workflows.inputs import (
     ensure_dataset,
     load_checkpoint_for,
     load_training_data,
+    recipe_of,
     validation_of,
 )
-from conun.workflows.outputs import CONFIG_FILE, SPLIT_FILE, resumable_run
+from conun.workflows.outputs import CONFIG_FILE, SPLIT_FILE, record_split, resumable_run
 from conun.workflows.requests import ForgetSpec
 
 REFERENCE_METHODS = ("original", "retrain")
@@ -148,7 +149,7 @@ def unlearn_checkpoint(
         UnsupportedScenarioError, ConfigError: see :func:`resolve_method`.
     """
     meta = read_checkpoint_meta(checkpoint)
-    train_config = TrainConfig.model_validate(meta.train_config)
+    train_config = recipe_of(meta, checkpoint)
     # The references run with the method's settings (seed, device, batch sizes) and no options.
     configs = [
         *(
@@ -166,9 +167,14 @@ def unlearn_checkpoint(
                 f"forget class {bad} is not in the data: classes are 0..{meta.num_classes - 1}"
             )
     ensure_dataset(train_config)
+    source = resolve_checkpoint_path(checkpoint)
     invocation = {
-        "checkpoint": str(resolve_checkpoint_path(checkpoint).resolve()),
+        "checkpoint": str(source.resolve()),
+        # Content, not paths: a checkpoint or ids file replaced under the same name must not
+        # be continued as if it were the one the interrupted run began with.
+        "checkpoint_sha256": sha256_file(source),
         "request": dataclasses.asdict(spec),
+        "request_sha256": spec.digest(),
         "config": config.model_dump(mode="json"),
         "with_reference": with_reference,
         "audit": audit,
@@ -179,6 +185,7 @@ def unlearn_checkpoint(
     data = load_training_data(train_config)
     model, meta = load_checkpoint_for(checkpoint, data)
     split = spec.resolve(data, validation_of(meta), config.seed)
+    record_split(resumable, split.to_dict(), out_dir)
 
     results = Results(meta.dataset, meta.model, config.seed, config.device)
     runs: list[tuple[Classifier, RunRecord]] = []

@@ -1,0 +1,182 @@
+"""Resumed runs continue the same request on the same checkpoint, or refuse (issue 15): the
+resume state records SHA-256 digests of the source checkpoint, of the forget ids and of the
+resolved split, so that an input replaced or edited under the same path is refused naming what
+changed, where comparing paths let the model become a mix of two requests. Temporaries that a
+killed write left behind are removed when the next run in that directory starts."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from conun.cli import main
+from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
+from conun.io import RESULTS_FILE, remove_stale_temporaries
+from conun.workflows.outputs import SPLIT_FILE, prepare_output_dir, record_split
+from conun.workflows.training import TrainedModel
+
+
+class SimulatedCrashError(Exception):
+    """Stands in for a kill: raised from inside the optimizer after a given step."""
+
+
+@pytest.fixture
+def interrupt_after() -> Iterator[Callable[[int], None]]:
+    """``interrupt_after(k)``: the k-th optimizer step from now raises SimulatedCrashError."""
+    handles: list[Any] = []
+
+    def arm(steps: int) -> None:
+        count = 0
+
+        def hook(*_: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == steps:
+                raise SimulatedCrashError(f"interrupted after step {steps}")
+
+        handles.append(register_optimizer_step_post_hook(hook))
+
+    yield arm
+    for handle in handles:
+        handle.remove()
+
+
+def unlearn_args(checkpoint: Path, ids: Path) -> list[str]:
+    """A short fixed-length sample run that saves a state every 3 steps."""
+    return [
+        "unlearn",
+        "--checkpoint",
+        str(checkpoint),
+        "--forget-ids",
+        str(ids),
+        "--save-every",
+        "3",
+        "--quiet",
+        "--set",
+        "stopping.rule=none",
+        "--set",
+        "stopping.max_passes=2",
+    ]
+
+
+@pytest.fixture
+def interrupted(
+    digits_run: tuple[Path, TrainedModel],
+    tmp_path: Path,
+    interrupt_after: Callable[[int], None],
+) -> tuple[Path, Path, Path]:
+    """An unlearning run of 60 ids on a private copy of the digits original, interrupted after
+    7 optimizer steps (a state saved at step 6): (checkpoint copy, ids file, run directory)."""
+    checkpoint = tmp_path / "source" / CHECKPOINT_FILE
+    checkpoint.parent.mkdir()
+    shutil.copy(digits_run[0] / CHECKPOINT_FILE, checkpoint)
+    validation = set(digits_run[1].meta.validation)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(str(i) for i in [i for i in range(200) if i not in validation][:60]))
+    out = tmp_path / "run"
+    interrupt_after(7)
+    first = CliRunner().invoke(main, [*unlearn_args(checkpoint, ids), "--out", str(out)])
+    assert isinstance(first.exception, SimulatedCrashError), first.output
+    assert (out / RESUME_FILE).exists()
+    return checkpoint, ids, out
+
+
+def resume(checkpoint: Path, ids: Path, out: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*unlearn_args(checkpoint, ids), "--resume", str(out)])
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_an_edited_ids_file_is_refused_on_resume(interrupted: tuple[Path, Path, Path]) -> None:
+    checkpoint, ids, out = interrupted
+    saved = ids.read_text()
+    ids.write_text(saved.replace("\n", "\n#\n", 1) + "\n")  # the same ids, reformatted: fine
+    state_before = (out / RESUME_FILE).read_bytes()
+    ids.write_text("\n".join(saved.splitlines()[:-1]))  # one id fewer: another request
+    code, output = resume(checkpoint, ids, out)
+    assert code == 2 and "forget request's ids (SHA-256) changed" in output, output
+    assert output.count("\n") == 1
+    # Refused before any work: the state is as the interrupted run left it, nothing else written.
+    assert (out / RESUME_FILE).read_bytes() == state_before
+    assert not (out / RESULTS_FILE).exists() and not (out / SPLIT_FILE).exists()
+    ids.write_text(saved.replace("\n", "\n\n", 3))  # the same ids again: continues and finishes
+    code, output = resume(checkpoint, ids, out)
+    assert code == 0, output
+    assert not (out / RESUME_FILE).exists() and (out / RESULTS_FILE).exists()
+
+
+def test_a_replaced_checkpoint_is_refused_on_resume(interrupted: tuple[Path, Path, Path]) -> None:
+    checkpoint, ids, out = interrupted
+    model, meta = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] += 1.0  # another model, the same path
+    save_checkpoint(checkpoint, model, meta)
+    code, output = resume(checkpoint, ids, out)
+    assert code == 2 and "source checkpoint's content (SHA-256) changed" in output, output
+    assert (out / RESUME_FILE).exists() and not (out / RESULTS_FILE).exists()
+
+
+def test_a_changed_split_is_refused_after_the_data_is_loaded(tmp_path: Path) -> None:
+    split = {"forget": [1, 2], "retain": [0, 3]}
+    first = Resumable(tmp_path, 3, "unlearn", {"request": "x"})
+    record_split(first, split, tmp_path)
+    assert "split_sha256" in first.invocation
+    state = _state_with(first.invocation)
+    record_split(Resumable(tmp_path, 3, "unlearn", {"request": "x"}, state), split, tmp_path)
+    with pytest.raises(ResumeError, match="resolved forget/retain split"):
+        record_split(
+            Resumable(tmp_path, 3, "unlearn", {"request": "x"}, state),
+            {**split, "forget": [1]},
+            tmp_path,
+        )
+
+
+def _state_with(invocation: dict[str, Any]) -> Any:
+    from conun.engine.resume import LoopState
+
+    return LoopState("unlearn", invocation, {}, {}, {})
+
+
+def test_the_state_records_the_digests(interrupted: tuple[Path, Path, Path]) -> None:
+    _, _, out = interrupted
+    invocation = read_state(out, kind="unlearn").invocation
+    for key in ("checkpoint_sha256", "request_sha256", "split_sha256"):
+        assert len(invocation[key]) == 64, key
+
+
+def test_stale_temporaries_are_removed_when_the_next_run_starts(
+    interrupted: tuple[Path, Path, Path],
+) -> None:
+    checkpoint, ids, out = interrupted
+    stale = [out / ".results.json.k2j4.tmp", out / ".resume.safetensors.x8s1.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = out / "notes.tmp"  # not a temporary of conun's: kept
+    keep.write_text("mine")
+    code, output = resume(checkpoint, ids, out)
+    assert code == 0, output
+    assert not any(path.exists() for path in stale) and keep.exists()
+    assert not list(out.glob(".*.tmp"))
+    load_file(str(out / CHECKPOINT_FILE))  # the finished checkpoint is whole
+
+
+def test_prepare_output_dir_removes_temporaries_but_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / ".checkpoint.safetensors.abc.tmp").write_bytes(b"x")
+    (tmp_path / "data.txt").write_text("kept")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".results.json.q.tmp").write_text("{")
+    prepare_output_dir(tmp_path, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "sub"]
+    assert (tmp_path / "sub" / ".results.json.q.tmp").exists()  # only a bench looks deeper
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [
+        tmp_path / "sub" / ".results.json.q.tmp"
+    ]
