@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from conun.api import UnlearnResult, unlearn
     from conun.evaluation.accuracy import accuracy, evaluate_split
     from conun.reproducibility import seed_everything
+    from conun.workflows.ledger import Ledger
 
 # The public names load on first use (PEP 562): they pull in torch and every method, which
 # `conun --help` and the lower layers' `conun.version` must not pay for.
 _LAZY = {
+    "Ledger": "conun.workflows.ledger",
     "UnlearnResult": "conun.api",
     "unlearn": "conun.api",
     "accuracy": "conun.evaluation.accuracy",
@@ -33,6 +35,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Ledger",
     "UnlearnResult",
     "__version__",
     "accuracy",
