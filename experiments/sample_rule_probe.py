@@ -32,12 +32,18 @@ from conun.workflows.unlearning import unlearn_checkpoint
 
 # label -> overrides of conun's sample defaults for contrastive on Fashion-MNIST.
 VARIANTS: dict[str, list[str]] = {
-    "accuracy rule": ["stopping.sample_rule=accuracy"],
-    "indistinguishable rule": ["stopping.sample_rule=indistinguishable"],
-    "accuracy rule + matched anchors": [
+    # conun's sample defaults before the calibrated default: the paper's accuracy rule after
+    # each pass, omega 4, no matching.
+    "accuracy rule": [
         "stopping.sample_rule=accuracy",
-        "options.match_held_out=true",
+        "stopping.check_every=null",
+        "options.omega=4",
+        "options.match_held_out=false",
+        "options.lambda_calibration=0",
     ],
+    # conun's sample defaults now: matched anchors + calibration 0.3, omega 1, the
+    # indistinguishable rule at confidence 0.5, checked inside the pass.
+    "calibrated default": [],
 }
 COLUMNS = (
     ("forget_train_acc", "forget train %"),

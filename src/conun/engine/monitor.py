@@ -156,6 +156,37 @@ class StoppingMonitor:
         self.last = RuleCheck(**last) if last is not None else None
 
 
+class ForgetAccuracyEstimate:
+    """The forget accuracy over the latest ``window`` forget samples the loop trained on, read
+    from its own forward passes (:attr:`conun.engine.task.LossTerms.forget_correct`): free, but
+    measured before each step and in training mode, so it only says when a real check of the
+    rule is worth its cost, never whether the rule holds."""
+
+    def __init__(self, window: int) -> None:
+        self.window = max(1, window)
+        self._batches: list[Tensor] = []
+
+    def add(self, correct: Tensor) -> None:
+        """Record one forward pass's ``(B,)`` bool ``correct`` (kept on its device)."""
+        self._batches.append(correct.detach().flatten())
+        while self._batches and sum(b.numel() for b in self._batches[1:]) >= self.window:
+            self._batches.pop(0)
+
+    def value(self) -> float | None:
+        """The estimate (one host sync), None before any batch."""
+        if not self._batches:
+            return None
+        return float(torch.cat(self._batches).double().mean())
+
+    def state(self) -> tuple[Tensor, list[int]]:
+        """The window as one ``(N,)`` bool tensor (on the CPU) and its batch sizes."""
+        return order_parts([b.cpu() for b in self._batches])
+
+    def load_state(self, flat: Tensor, sizes: list[int]) -> None:
+        """Continue from :meth:`state`."""
+        self._batches = split_order(flat.bool(), sizes)
+
+
 @dataclass(frozen=True)
 class BatchLoader:
     """Batches of a set of images, by index, on the device.
@@ -301,6 +332,7 @@ def order_parts(order: list[Tensor]) -> tuple[Tensor, list[int]]:
 
 __all__ = [
     "BatchLoader",
+    "ForgetAccuracyEstimate",
     "LoopResume",
     "RunClock",
     "StoppingMonitor",

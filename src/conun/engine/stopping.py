@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from conun.config import StoppingConfig
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
+from conun.engine.training import NonFiniteLossError
 from conun.evaluation.accuracy import gathered_logits
 from conun.evaluation.privacy import roc_auc
 from conun.models.base import Classifier
@@ -201,6 +202,9 @@ def check_rule(
 ) -> RuleCheck:
     """Evaluate the scenario's rule on the evaluation sets (one forward pass over each).
 
+    Raises:
+        NonFiniteLossError: the model's outputs are not finite (it diverged).
+
     Args:
         checks_forget: class scenario only: the forget subset must be at chance too.
         sample_rule: sample scenario only: ``accuracy`` or ``indistinguishable`` (see
@@ -213,6 +217,11 @@ def check_rule(
     held_out_logits = gathered_logits(
         model, sets.held_out.images, batch_size=batch_size, channels_last=channels_last
     )
+    if not (torch.isfinite(forget_logits).all() and torch.isfinite(held_out_logits).all()):
+        raise NonFiniteLossError(
+            "the model's outputs became NaN or infinite (checked by the stopping rule); "
+            "lower the learning rate or check the inputs"
+        )
     forget_acc = _accuracy(forget_logits, sets.forget.labels)
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     if split.scenario == "class":

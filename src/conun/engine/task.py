@@ -95,10 +95,20 @@ class UnlearningBatch:
 
 @dataclass(frozen=True)
 class LossTerms:
-    """A step's objective and its named parts (logged, never used for control flow)."""
+    """A step's objective and its named parts (logged, never used for control flow).
+
+    Attributes:
+        total: the scalar to minimise.
+        parts: named 0-dim parts, for the logs.
+        forget_correct: optional ``(B,)`` bool, which forget samples of this step's batch the
+            model classified correctly in this forward pass (before the step): a free, rough
+            estimate of the forget accuracy, with which the loop (``stopping.check_every =
+            auto``) checks the stopping rule early when it probably holds.
+    """
 
     total: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
+    forget_correct: Tensor | None = None
 
 
 class LoopHooks(Protocol):

@@ -25,6 +25,7 @@ from conun.distributed.device import prepare_model
 from conun.distributed.group import context
 from conun.engine.monitor import (
     BatchLoader,
+    ForgetAccuracyEstimate,
     LoopResume,
     RunClock,
     StoppingMonitor,
@@ -81,8 +82,20 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     passes = 0
     steps_done = 0  # optimizer steps (the unit of resume.every)
 
+    since_check = 0  # batches since the latest check
+
     def check() -> None:
+        nonlocal since_check
         monitor.check({"batch": forget_batches, "step_batch": batches, "pass": passes})
+        since_check = 0
+
+    def probably_holds() -> bool:
+        # The free estimate against the latest check's bound on the forget accuracy.
+        if stopping.rule != "auto":
+            return False
+        value = estimate.value()
+        last = monitor.last
+        return value is not None and last is not None and value <= last.threshold
 
     def train_mode() -> None:
         model.train()
@@ -97,6 +110,23 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None
     position = 0
+    steps = method.steps_per_forget_batch() if over_forget else 1
+    # Images one batch trains on: its driver batch and the other set's batch of each step.
+    retain_images = method.retain_batch_size(batch_size) if method.uses_retain else 0
+    forget_images = method.forget_batch_size(batch_size) if method.uses_forget else 0
+    images_per_batch = (
+        steps * ((batch_size if method.uses_forget else 0) + retain_images)
+        if over_forget
+        else batch_size + forget_images
+    )
+    every = monitor.interval(images_per_batch)
+    # check_every=auto checks on the interval alone (counted from the latest check), and
+    # earlier when the loop's own forward passes suggest the rule holds (probed every quarter
+    # interval: one host sync); otherwise at multiples of the interval and after each pass.
+    auto = stopping.check_every == "auto"
+    checks_at_pass_end = not auto
+    estimate = ForgetAccuracyEstimate(len(monitor.sets.forget))
+    probe = max(1, (every or 1) // 4)
     if saves.state is not None:
         # prepare() ran on the original model, as in the first run (masks and teachers come
         # from it); now the weights, optimizer, generators, counters, history and time move to
@@ -109,6 +139,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         retain_stream.load_state(state.loop_tensor("retain_order"), saved["retain_position"])
         forget_stream.load_state(state.loop_tensor("forget_order"), saved["forget_position"])
         method.load_state_dict(saved["method"])
+        since_check = saved.get("since_check", 0)
+        estimate.load_state(state.loop_tensor("forget_correct"), saved.get("correct_sizes", []))
         stopped_by = ""
         logger.info("%s: resumed at step %d (pass %d)", method.name, steps_done, passes + 1)
     else:
@@ -118,6 +150,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     def save_state() -> None:
         assert order is not None
         flat, sizes = order_parts(order)
+        correct_flat, correct_sizes = estimate.state()
         saves.save(
             model=model,
             optimizer=optimizer,
@@ -131,26 +164,17 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 "retain_position": retain_stream.position,
                 "forget_position": forget_stream.position,
                 "method": method.state_dict(),
+                "since_check": since_check,
+                "correct_sizes": correct_sizes,
             },
             loop_tensors={
+                "forget_correct": correct_flat,
                 "order": flat,
                 "retain_order": retain_stream.order,
                 "forget_order": forget_stream.order,
             },
         )
 
-    steps = method.steps_per_forget_batch() if over_forget else 1
-    # Images one batch trains on: its driver batch and the other set's batch of each step.
-    retain_images = method.retain_batch_size(batch_size) if method.uses_retain else 0
-    forget_images = method.forget_batch_size(batch_size) if method.uses_forget else 0
-    images_per_batch = (
-        steps * ((batch_size if method.uses_forget else 0) + retain_images)
-        if over_forget
-        else batch_size + forget_images
-    )
-    every = monitor.interval(images_per_batch)
-    # check_every=auto checks on the interval alone; otherwise also after each pass.
-    checks_at_pass_end = stopping.check_every != "auto"
     progress = tqdm(
         desc=f"unlearn ({method.name})",
         unit="batch",
@@ -178,7 +202,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 forget = load(driver_index)
             else:
                 retain = load(driver_index)
-            for _ in range(steps):
+            for step in range(steps):
                 if over_forget and method.uses_retain:
                     retain = load(retain_stream.next())
                 if not over_forget and method.uses_forget:
@@ -202,6 +226,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                     f"(pass {passes + 1}, step {steps_done + 1}); lower the learning rate "
                     "or check the inputs",
                 )
+                if auto and step == 0 and terms.forget_correct is not None:
+                    estimate.add(terms.forget_correct)
                 method.after_step(model)
                 steps_done += 1
                 if not over_forget and method.uses_forget:
@@ -210,7 +236,10 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             if over_forget:
                 forget_batches += 1
             progress.update()
-            if every and batches % every == 0:
+            since_check += 1
+            if (every and (since_check >= every if auto else batches % every == 0)) or (
+                auto and since_check % probe == 0 and probably_holds()
+            ):
                 check()
                 train_mode()
                 if monitor.holds:
