@@ -60,6 +60,13 @@ class TrainConfig(RunSettings):
     """A registered dataset name; checked by the workflow before any data is loaded
     (:func:`conun.workflows.names.check_train_names`), since the registries sit above config."""
     model: str = "small_cnn"
+    model_args: dict[str, Any] = {}
+    """Keyword arguments of a library model's constructor (``timm:``, ``torchvision:``, ``hf:``),
+    e.g. ``{img_size: 28, patch_size: 4, depth: 6, embed_dim: 192}`` for a small timm ViT."""
+    init: str | None = None
+    """A safetensors state dict the model starts from instead of its fresh initialisation."""
+    image_size: int | None = Field(None, ge=1)
+    """Side of the square images a folder dataset (``folder:<dir>``) is resized to; default 32."""
     data_dir: str | None = None
     download: bool = False
     """Try to download missing dataset files (off by default: runs must not need the network)."""
@@ -101,7 +108,7 @@ class StoppingConfig(StrictModel):
     small evaluation only."""
     eval_size: int = Field(512, ge=1)
     """Samples per evaluation subset, so that a check costs a small fraction of the run."""
-    check_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
+    check_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     """When the rule is checked, besides once before the first step. ``auto``: inside the pass,
     every k batches, the smallest k that keeps the checks' cost within ``check_budget`` of the
     training steps' (estimated from images: a check evaluates its two subsets once, a batch

@@ -41,7 +41,7 @@ from conun.config import (
 from conun.data.registry import available_datasets, dataset_info
 from conun.data.splits import Scenario
 from conun.methods import available_methods
-from conun.models.registry import available_models
+from conun.models.registry import available_models, is_model_name
 from conun.workflows.requests import ForgetSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -209,7 +209,7 @@ class BenchPreset(StrictModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_models():
+        if value is not None and not is_model_name(value):
             raise ValueError(f"unknown model {value!r}; allowed: {', '.join(available_models())}")
         return value
 

@@ -22,7 +22,17 @@ from conun.workflows.training import train_original
 
 @click.command(short_help=summary("train"))
 @click.option("--dataset", help="Registered dataset (default: digits).")
-@click.option("--model", help="Registered model (default: small_cnn).")
+@click.option(
+    "--model",
+    help="Registered model (default: small_cnn), or timm:<name>, torchvision:<name>, "
+    "hf:<directory>; constructor arguments with --set model_args.<key>=<value>.",
+)
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Start from these weights: a safetensors state dict (timm, torchvision, Hugging Face "
+    "or conun keys).",
+)
 @click.option("--epochs", type=int, help="Training epochs.")
 @click.option("--seed", type=int, help="Seed of initialisation, batch order and validation split.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset's files are.")
@@ -34,6 +44,7 @@ from conun.workflows.training import train_original
 def train(
     dataset: str | None,
     model: str | None,
+    init: str | None,
     epochs: int | None,
     seed: int | None,
     data_dir: str | None,
@@ -53,6 +64,8 @@ def train(
         for key, value in {
             "dataset": dataset,
             "model": model,
+            # Absolute: the retrain reference of a later `conun unlearn` starts from it too.
+            "init": None if init is None else str(Path(init).resolve()),
             "epochs": epochs,
             "seed": seed,
             "data_dir": data_dir,

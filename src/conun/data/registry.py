@@ -9,6 +9,10 @@ A new dataset is one decorated function::
 
     @register_dataset("my-data", info=DatasetInfo(num_classes=3, input_shape=(1, 16, 16), ...))
     def load_my_data(data_dir: Path | None, download: bool) -> PixelData: ...
+
+Image folders are datasets too: ``folder:<dir>`` names any directory in the ImageFolder layout,
+and ``mini-imagenet`` is one under the data directory (:mod:`conun.data.folders`). Their entries
+are made when asked for, from a listing of the folders, since their classes live on disk.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conun.data import sources
+from conun.data import folders, sources
 from conun.data.arrays import DatasetBundle
 from conun.data.errors import UnknownDatasetError
 from conun.data.pixels import PixelData, make_bundle
@@ -87,6 +91,13 @@ class RegisteredDataset:
 DATASETS: dict[str, RegisteredDataset] = {}
 """Every registered dataset by name; filled by :func:`register_dataset`."""
 
+FolderResolver = Callable[[str, Path | None, int | None], RegisteredDataset]
+"""``(argument, data_dir, image_size) -> entry`` of an image-folder dataset; raises
+DatasetNotFoundError when the folders are not in place."""
+
+FOLDER_PREFIX = "folder:"
+"""``folder:<dir>`` names the image-folder dataset in ``<dir>``."""
+
 
 def register_dataset(
     name: str,
@@ -117,31 +128,112 @@ def register_dataset(
     return decorator
 
 
+def _folder_dataset(
+    name: str, root: Path, image_size: int, expected_classes: int | None = None
+) -> RegisteredDataset:
+    layout = folders.read_layout(root, name, expected_classes=expected_classes)
+    info = DatasetInfo(
+        num_classes=len(layout.classes),
+        input_shape=(3, image_size, image_size),
+        mean=folders.IMAGENET_MEAN,
+        std=folders.IMAGENET_STD,
+        class_names=layout.classes,
+    )
+    return RegisteredDataset(
+        name,
+        info,
+        load=lambda data_dir, download: folders.load_folder_pixels(layout, image_size),
+        check_available=_always_available,  # read_layout has checked the folders
+    )
+
+
+def _folder_source(
+    argument: str, data_dir: Path | None, image_size: int | None
+) -> RegisteredDataset:
+    return _folder_dataset(
+        FOLDER_PREFIX + argument,
+        Path(argument).expanduser(),
+        image_size or folders.DEFAULT_IMAGE_SIZE,
+    )
+
+
+def _mini_imagenet(
+    argument: str, data_dir: Path | None, image_size: int | None
+) -> RegisteredDataset:
+    # 100 classes of ImageNet at 84x84 (Vinyals et al.), split per class into train/val/test.
+    return _folder_dataset(
+        "mini-imagenet",
+        sources.default_data_root(data_dir) / folders.MINI_IMAGENET_DIR,
+        image_size or folders.MINI_IMAGENET_SIZE,
+        expected_classes=folders.MINI_IMAGENET_CLASSES,
+    )
+
+
+FOLDER_DATASETS: dict[str, FolderResolver] = {"mini-imagenet": _mini_imagenet}
+"""Image-folder datasets with a name, found under the data directory."""
+
+
 def available_datasets() -> list[str]:
-    """The registered dataset names, sorted."""
-    return sorted(DATASETS)
+    """The registered dataset names, sorted (``folder:<dir>`` is accepted besides these)."""
+    return sorted([*DATASETS, *FOLDER_DATASETS])
 
 
-def _entry(name: str) -> RegisteredDataset:
+def is_dataset_name(name: str) -> bool:
+    """Whether ``name`` is a registered dataset or ``folder:<dir>`` (not checking the files)."""
+    if name.startswith(FOLDER_PREFIX):
+        return bool(name[len(FOLDER_PREFIX) :].strip())
+    return name in DATASETS or name in FOLDER_DATASETS
+
+
+def _entry(
+    name: str, data_dir: Path | None = None, image_size: int | None = None
+) -> RegisteredDataset:
+    if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX) :].strip():
+        return _folder_source(name[len(FOLDER_PREFIX) :], data_dir, image_size)
+    if name in FOLDER_DATASETS:
+        return FOLDER_DATASETS[name]("", data_dir, image_size)
     try:
-        return DATASETS[name]
+        entry = DATASETS[name]
     except KeyError:
         raise UnknownDatasetError(
-            f"unknown dataset {name!r}; registered datasets: {', '.join(available_datasets())}. "
-            "For your own data use from_tensors() or from_image_folder()."
+            f"unknown dataset {name!r}; registered datasets: {', '.join(available_datasets())}, "
+            "or folder:<dir> for an image folder. For your own data in memory use "
+            "from_tensors()."
         ) from None
+    if image_size is not None and image_size != entry.info.input_shape[1]:
+        raise ValueError(
+            f"image_size={image_size}: dataset {name!r} comes in "
+            f"{entry.info.input_shape[1]}x{entry.info.input_shape[2]} images; image_size "
+            "resizes image-folder datasets only (folder:<dir>, " + ", ".join(FOLDER_DATASETS) + ")"
+        )
+    return entry
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Shapes, classes and normalisation constants of ``name``, without loading anything.
+def _as_path(data_dir: str | Path | None) -> Path | None:
+    return None if data_dir is None else Path(data_dir)
+
+
+def dataset_info(
+    name: str, *, data_dir: str | Path | None = None, image_size: int | None = None
+) -> DatasetInfo:
+    """Shapes, classes and normalisation constants of ``name``, without loading anything
+    (an image-folder dataset lists its class folders).
+
+    Args:
+        name: a registered name or ``folder:<dir>``.
+        data_dir: where a named image-folder dataset is looked for.
+        image_size: side an image-folder dataset is resized to.
 
     Raises:
         UnknownDatasetError: ``name`` is not registered.
+        DatasetNotFoundError: an image-folder dataset's folders are not in place.
     """
-    return _entry(name).info
+    return _entry(name, _as_path(data_dir), image_size).info
 
 
-def check_dataset_available(name: str, data_dir: str | Path | None = None) -> None:
+def check_dataset_available(
+    name: str, data_dir: str | Path | None = None, image_size: int | None = None
+) -> None:
     """Check cheaply that the files of ``name`` are in place; reads and writes nothing.
 
     Call it before building models or creating run directories. It never downloads, so with
@@ -151,11 +243,15 @@ def check_dataset_available(name: str, data_dir: str | Path | None = None) -> No
         UnknownDatasetError: ``name`` is not registered.
         DatasetNotFoundError: files are missing; the message says which, and where to put them.
     """
-    _entry(name).check_available(None if data_dir is None else Path(data_dir))
+    _entry(name, _as_path(data_dir), image_size).check_available(_as_path(data_dir))
 
 
 def load_dataset(
-    name: str, *, data_dir: str | Path | None = None, download: bool = True
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    image_size: int | None = None,
 ) -> DatasetBundle:
     """Load a registered dataset into memory as normalised float32 tensors.
 
@@ -163,6 +259,8 @@ def load_dataset(
         name: a name from :func:`available_datasets`.
         data_dir: where the files are (default: ``$CONUN_DATA``, else ``~/.cache/conun``).
         download: when files are missing, try to download them (needs network access).
+        image_size: side of the square images an image-folder dataset is resized to (default:
+            32 for ``folder:<dir>``, 84 for ``mini-imagenet``); other datasets take None only.
 
     Returns:
         The bundle; images ``(N, C, H, W)`` float32 normalised with the dataset's mean and std.
@@ -171,8 +269,8 @@ def load_dataset(
         UnknownDatasetError: ``name`` is not registered.
         DatasetNotFoundError: files are missing and could not be downloaded.
     """
-    entry = _entry(name)
-    pixels = entry.load(None if data_dir is None else Path(data_dir), download)
+    entry = _entry(name, _as_path(data_dir), image_size)
+    pixels = entry.load(_as_path(data_dir), download)
     info = entry.info
     shape = tuple(pixels.train_images.shape[1:])
     if shape != info.input_shape:

@@ -216,7 +216,17 @@ def load_checkpoint(
             f"checkpoint takes inputs of shape {tuple(meta.input_shape)} but the data has "
             f"{tuple(expected_input_shape)}"
         )
-    model = build_model(meta.model, num_classes=meta.num_classes, input_shape=meta.input_shape)
+    model_args = meta.train_config.get("model_args") or {}
+    if not isinstance(model_args, dict):
+        raise CheckpointError(
+            f"metadata: train_config.model_args must be a mapping, got {model_args!r}"
+        )
+    model = build_model(
+        meta.model,
+        num_classes=meta.num_classes,
+        input_shape=meta.input_shape,
+        model_args=model_args,
+    )
     source = resolve_checkpoint_path(path)
     try:
         state = load_file(str(source))

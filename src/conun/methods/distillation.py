@@ -73,7 +73,7 @@ from conun.methods.base import (
     register_method,
 )
 from conun.models.base import Classifier
-from conun.models.registry import available_models, build_model
+from conun.models.registry import build_model, is_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -399,11 +399,12 @@ def incompetent_teacher(task: UnlearningTask, device: torch.device) -> Classifie
     seed = int(torch.randint(0, 2**62, (1,), generator=task.generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if task.train_config is not None and task.train_config.model in available_models():
+        if task.train_config is not None and is_model_name(task.train_config.model):
             teacher = build_model(
                 task.train_config.model,
                 num_classes=task.data.num_classes,
                 input_shape=task.data.input_shape,
+                model_args=task.train_config.model_args,
             )
         else:
             teacher = copy.deepcopy(task.model)

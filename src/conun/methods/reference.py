@@ -16,7 +16,8 @@ from conun.methods.base import (
     register_method,
 )
 from conun.models.base import Classifier
-from conun.models.registry import available_models, build_model
+from conun.models.registry import build_model, is_model_name
+from conun.models.weights import load_init_weights
 
 
 class MissingRecipeError(ValueError):
@@ -75,12 +76,18 @@ def _fresh_model(task: UnlearningTask) -> Classifier:
     a user's own model is deep-copied and every layer re-initialised with ``reset_parameters``.
     """
     assert task.train_config is not None
-    if task.train_config.model in available_models():
-        return build_model(
+    if is_model_name(task.train_config.model):
+        model = build_model(
             task.train_config.model,
             num_classes=task.data.num_classes,
             input_shape=task.data.input_shape,
+            model_args=task.train_config.model_args,
         )
+        # The original started from these weights (a pretrained backbone, say), so the
+        # reference does too: only the forget set is absent from its training.
+        if task.train_config.init is not None:
+            load_init_weights(model, task.train_config.init)
+        return model
     fresh = copy.deepcopy(task.model)
     for module in fresh.modules():
         reset = getattr(module, "reset_parameters", None)

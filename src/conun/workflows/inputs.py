@@ -34,12 +34,17 @@ def ensure_dataset(config: TrainConfig) -> None:
     """
     check_train_names(config)
     if not config.download:
-        check_dataset_available(config.dataset, config.data_dir)
+        check_dataset_available(config.dataset, config.data_dir, config.image_size)
 
 
 def load_training_data(config: TrainConfig) -> DatasetBundle:
     """The dataset exactly as the original saw it (``max_train_samples`` applied, seeded)."""
-    data = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download)
+    data = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=config.download,
+        image_size=config.image_size,
+    )
     if config.max_train_samples is not None and config.max_train_samples < len(data.train):
         generator = torch.Generator().manual_seed(config.seed)
         keep = torch.randperm(len(data.train), generator=generator)[: config.max_train_samples]

@@ -17,6 +17,7 @@ from conun.evaluation.results import Results, RunRecord
 from conun.io import atomic_write_text
 from conun.models.base import Classifier
 from conun.models.registry import build_model
+from conun.models.weights import load_init_weights
 from conun.reproducibility import seed_everything
 from conun.workflows.inputs import ensure_dataset, load_training_data, validation_indices
 from conun.workflows.outputs import CONFIG_FILE, resumable_run
@@ -79,7 +80,14 @@ def train_original(
     held_out = validation_indices(data, config)
     fit = torch.ones(len(data.train), dtype=torch.bool)
     fit[held_out] = False
-    model = build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    model = build_model(
+        config.model,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        model_args=config.model_args,
+    )
+    if config.init is not None:
+        load_init_weights(model, config.init)
     outcome = train_classifier(
         model,
         data.train.subset(torch.nonzero(fit).flatten()),

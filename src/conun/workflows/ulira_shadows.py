@@ -238,7 +238,12 @@ def plan_shadow_jobs(
 
 
 def _fresh_classifier(config: TrainConfig, data: DatasetBundle) -> Classifier:
-    return build_model(config.model, num_classes=data.num_classes, input_shape=data.input_shape)
+    return build_model(
+        config.model,
+        num_classes=data.num_classes,
+        input_shape=data.input_shape,
+        model_args=config.model_args,
+    )
 
 
 def _from_state(config: TrainConfig, data: DatasetBundle, state: dict[str, Tensor]) -> Classifier:
