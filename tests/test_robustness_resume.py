@@ -51,7 +51,8 @@ def interrupt_after() -> Iterator[Callable[[int], None]]:
 
 
 def unlearn_args(checkpoint: Path, ids: Path) -> list[str]:
-    """A short fixed-length sample run that saves a state every 3 steps."""
+    """A short fixed-length sample run (8 passes of one batch, one step each: the sample
+    default omega is 1) that saves a state every 3 steps."""
     return [
         "unlearn",
         "--checkpoint",
@@ -64,7 +65,7 @@ def unlearn_args(checkpoint: Path, ids: Path) -> list[str]:
         "--set",
         "stopping.rule=none",
         "--set",
-        "stopping.max_passes=2",
+        "stopping.max_passes=8",
     ]
 
 
