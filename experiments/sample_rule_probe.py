@@ -37,6 +37,7 @@ VARIANTS: dict[str, list[str]] = {
     "accuracy rule": [
         "stopping.sample_rule=accuracy",
         "stopping.check_every=null",
+        "stopping.max_passes=20",
         "options.omega=4",
         "options.match_held_out=false",
         "options.lambda_calibration=0",
