@@ -167,14 +167,6 @@ class LoopHooks(Protocol):
         """Restore what :meth:`state_dict` returned."""
         ...
 
-    def repair_steps(self) -> int:
-        """Retain-only steps after the stopping rule holds (0: none)."""
-        ...
-
-    def repair_loss(self, model: Classifier, images: Tensor, labels: Tensor) -> Tensor:
-        """The objective of one repair step on a retain batch ``(B, C, H, W)``, ``(B,)``."""
-        ...
-
     def finish(self, model: Classifier) -> Classifier:
         """Once after the last step, inside the timed region; returns the final model."""
         ...

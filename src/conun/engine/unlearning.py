@@ -256,25 +256,6 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             if monitor.holds:
                 stopped_by = "rule"
     progress.close()
-    repaired = 0
-    if stopped_by == "rule" and method.repair_steps() > 0 and method.uses_retain:
-        # Retain-only steps after an early stop (not saved: a run killed here resumes from
-        # its last save before the stop and reaches the same point again).
-        train_mode()
-        for _ in range(method.repair_steps()):
-            images, labels = load(retain_stream.next())
-            with autocast:
-                repair = method.repair_loss(model, images, labels)
-            take_step(
-                repair,
-                optimizer,
-                model,
-                parameters=trainable,
-                failure=f"{method.name}: repair loss is {{loss}} at repair step {repaired + 1}",
-            )
-            method.after_step(model)
-            repaired += 1
-        check()  # the state the run ends in
     model = method.finish(model)
     seconds = clock.seconds()
     model.eval()
@@ -312,6 +293,5 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             "check_seconds": monitor.check_seconds,
             "stopped_by": stopped_by,
             "pass_over": method.pass_over,
-            "repair_steps": repaired,
         },
     )

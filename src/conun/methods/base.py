@@ -15,7 +15,6 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import ValidationError
-from torch import Tensor
 
 from conun.config import (
     ConfigError,
@@ -268,15 +267,6 @@ class LoopMethod(UnlearningMethod):
         """Restore what :meth:`state_dict` returned (called after ``prepare`` on resume)."""
         if state:
             raise ValueError(f"{self.name} keeps no state between steps, got {sorted(state)}")
-
-    def repair_steps(self) -> int:
-        """Retain-only optimizer steps after the stopping rule holds (default: none)."""
-        return 0
-
-    def repair_loss(self, model: Classifier, images: Tensor, labels: Tensor) -> Tensor:
-        """The objective of one repair step on a retain batch: ``(B, C, H, W)`` images and
-        ``(B,)`` labels. Only called when :meth:`repair_steps` is positive."""
-        raise NotImplementedError(f"{self.name} has no repair step")
 
     def finish(self, model: Classifier) -> Classifier:
         """Called once after the last step, inside the timed region; returns the final model

@@ -74,10 +74,6 @@ class ContrastiveOptions(StrictModel):
     of ``max(0, phi_i - target_i)``, which lowers each still-active sample's confidence to its
     matched target with a gradient that does not vanish on confident samples. 0: the
     contrastive term alone moves them."""
-    repair_steps: int = Field(0, ge=0)
-    """Once the stopping rule holds, this many steps of the retain cross-entropy alone (weight
-    ``lambda_ce``, retain batches of the usual size, no forget batch): repairs the retained
-    representation after an early stop, at about half the cost of a contrastive step."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
@@ -154,12 +150,6 @@ class ContrastiveUnlearning(LoopMethod):
 
     def freeze_batchnorm(self) -> bool:
         return self.settings.freeze_bn_stats
-
-    def repair_steps(self) -> int:
-        return self.settings.repair_steps
-
-    def repair_loss(self, model: Classifier, images: Tensor, labels: Tensor) -> Tensor:
-        return self.settings.lambda_ce * F.cross_entropy(model(images).float(), labels)
 
     @classmethod
     def for_scenario(cls, scenario: Scenario, options: Mapping[str, Any]) -> ContrastiveUnlearning:
