@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conun.config import TrainConfig, build_train_config
 from conun.evaluation.results import RunRecord
@@ -59,3 +61,29 @@ def unlearn_on_digits(
 def run_on_digits() -> Callable[..., RunRecord]:
     """:func:`unlearn_on_digits` as a fixture."""
     return unlearn_on_digits
+
+
+class SimulatedCrashError(Exception):
+    """Stands in for a crash: raised from inside the optimizer after a given step."""
+
+
+@pytest.fixture
+def interrupt_after() -> Iterator[Callable[[int], None]]:
+    """``interrupt_after(k)``: optimizers raise :class:`SimulatedCrashError` after the k-th
+    step (counted over all optimizers from the call on)."""
+    handles: list[Any] = []
+
+    def arm(steps: int) -> None:
+        count = 0
+
+        def hook(*_: Any) -> None:
+            nonlocal count
+            count += 1
+            if count == steps:
+                raise SimulatedCrashError(f"interrupted after step {steps}")
+
+        handles.append(register_optimizer_step_post_hook(hook))
+
+    yield arm
+    for handle in handles:
+        handle.remove()

@@ -7,7 +7,7 @@ killed write left behind are removed when the next run in that directory starts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,39 +15,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from conftest import SimulatedCrashError
 from conun.cli import main
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
 from conun.io import RESULTS_FILE, remove_stale_temporaries
 from conun.workflows.outputs import SPLIT_FILE, prepare_output_dir, record_split
 from conun.workflows.training import TrainedModel
-
-
-class SimulatedCrashError(Exception):
-    """Stands in for a kill: raised from inside the optimizer after a given step."""
-
-
-@pytest.fixture
-def interrupt_after() -> Iterator[Callable[[int], None]]:
-    """``interrupt_after(k)``: the k-th optimizer step from now raises SimulatedCrashError."""
-    handles: list[Any] = []
-
-    def arm(steps: int) -> None:
-        count = 0
-
-        def hook(*_: Any) -> None:
-            nonlocal count
-            count += 1
-            if count == steps:
-                raise SimulatedCrashError(f"interrupted after step {steps}")
-
-        handles.append(register_optimizer_step_post_hook(hook))
-
-    yield arm
-    for handle in handles:
-        handle.remove()
 
 
 def unlearn_args(checkpoint: Path, ids: Path) -> list[str]:

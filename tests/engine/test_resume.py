@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from conftest import SimulatedCrashError
 from conun.cli import main
 from conun.config import TrainConfig
 from conun.engine.checkpoint import CHECKPOINT_FILE
@@ -33,32 +33,6 @@ from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel, train_original
 from conun.workflows.unlearning import run_method
-
-
-class SimulatedCrashError(Exception):
-    """Stands in for a crash: raised from inside the optimizer after a given step."""
-
-
-@pytest.fixture
-def interrupt_after() -> Iterator[Callable[[int], None]]:
-    """``interrupt_after(k)``: optimizers raise :class:`SimulatedCrashError` after the k-th
-    step (counted over all optimizers from the call on)."""
-    handles: list[Any] = []
-
-    def arm(steps: int) -> None:
-        count = 0
-
-        def hook(*_: Any) -> None:
-            nonlocal count
-            count += 1
-            if count == steps:
-                raise SimulatedCrashError(f"interrupted after step {steps}")
-
-        handles.append(register_optimizer_step_post_hook(hook))
-
-    yield arm
-    for handle in handles:
-        handle.remove()
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
