@@ -40,6 +40,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timing round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--matched",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the sample default's matched anchors and calibration term (reference scores "
+        "drawn at random: their values do not change the cost)",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the model's forward passes (both steps)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -55,6 +68,11 @@ def main() -> None:
     )
     labels = torch.randint(0, args.classes, (total,))
     method = ContrastiveUnlearning.for_scenario("sample", {})
+    if args.matched:
+        method.reference_scores = torch.randn(4096) * 3 + 5
+    if args.compile:
+        model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
+        model.forward_features = torch.compile(model.forward_features)  # type: ignore[method-assign]
     batch = UnlearningBatch(
         images[: args.forget], labels[: args.forget], images[args.forget :], labels[args.forget :]
     )

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path("runs/ulira-cache"))
     parser.add_argument("--out", type=Path, default=Path("runs/sample-unlearning-ulira"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -41,7 +42,7 @@ def main() -> None:
     for seed in args.seeds:
         report = ulira_audit(
             build_train_config("fashion-mnist", [{"seed": seed}]),
-            METHODS,
+            args.methods,
             num_shadows=args.shadows,
             num_targets=args.targets,
             seed=seed,
@@ -50,7 +51,9 @@ def main() -> None:
             quiet=True,
         )
         found[seed] = report
-        (args.out / f"ulira-seed{seed}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / f"ulira-seed{seed}-{'-'.join(args.methods)}.json").write_text(
+            json.dumps(report, indent=2) + "\n"
+        )
         print(seed, report, flush=True)
     lines = [
         "# U-LiRA of contrastive's sample default — Fashion-MNIST, small_cnn",
@@ -68,11 +71,11 @@ def main() -> None:
             lines.append(
                 f"| {seed} | {method} | {metrics['auc']:.3f} | {metrics['accuracy']:.3f} |"
             )
-    for method in METHODS:
+    for method in args.methods:
         values = [report[method]["auc"] for report in found.values()]
         spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
         lines.append(f"\nMean U-LiRA AUC, {method}: {statistics.mean(values):.3f}{spread}.")
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"README-{'-'.join(args.methods)}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
