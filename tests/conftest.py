@@ -16,6 +16,7 @@ from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel, train_original
 from conun.workflows.unlearning import run_method
+from interruptions import SimulatedCrashError
 
 
 def digits_config(**changes: object) -> TrainConfig:
@@ -61,10 +62,6 @@ def unlearn_on_digits(
 def run_on_digits() -> Callable[..., RunRecord]:
     """:func:`unlearn_on_digits` as a fixture."""
     return unlearn_on_digits
-
-
-class SimulatedCrashError(Exception):
-    """Stands in for a crash: raised from inside the optimizer after a given step."""
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import SimulatedCrashError
 from conun.cli import main
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
 from conun.io import RESULTS_FILE, remove_stale_temporaries
 from conun.workflows.outputs import SPLIT_FILE, prepare_output_dir, record_split
 from conun.workflows.training import TrainedModel
+from interruptions import SimulatedCrashError
 
 
 def unlearn_args(checkpoint: Path, ids: Path) -> list[str]:

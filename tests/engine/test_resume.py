@@ -20,7 +20,6 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import SimulatedCrashError
 from conun.cli import main
 from conun.config import TrainConfig
 from conun.engine.checkpoint import CHECKPOINT_FILE
@@ -33,6 +32,7 @@ from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel, train_original
 from conun.workflows.unlearning import run_method
+from interruptions import SimulatedCrashError
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
