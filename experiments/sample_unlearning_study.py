@@ -31,8 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from conun.config import build_train_config
-from conun.engine.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
+from conun.engine.checkpoint import read_checkpoint_meta
 from conun.engine.stopping import member_auc
 from conun.evaluation.accuracy import gathered_logits
 from conun.models.base import Classifier
@@ -40,8 +39,8 @@ from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.inputs import load_checkpoint_for, load_training_data, recipe_of, validation_of
 from conun.workflows.requests import ForgetSpec
-from conun.workflows.training import train_original
 from conun.workflows.unlearning import run_method
+from sample_rule_probe import original  # the same originals (trained there if missing)
 
 # label -> overrides of conun's sample defaults for contrastive on Fashion-MNIST.
 VARIANTS: dict[str, list[str]] = {
@@ -57,14 +56,6 @@ VARIANTS: dict[str, list[str]] = {
         "options.lambda_calibration=1",
     ],
 }
-
-
-def original(originals: Path, seed: int) -> Path:
-    directory = originals / f"seed{seed}" / "original"
-    if not (directory / CHECKPOINT_FILE).is_file():
-        config = build_train_config("fashion-mnist", overrides=[f"seed={seed}"])
-        train_original(config, directory, quiet=True, force=True)
-    return directory
 
 
 def measure(

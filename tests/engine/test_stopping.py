@@ -15,6 +15,7 @@ from conun.data.arrays import ArrayDataset
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.stopping import (
     EvaluationSets,
+    RuleCheck,
     accuracy_band,
     check_rule,
     member_auc,
@@ -66,15 +67,7 @@ def test_the_indistinguishable_rule_needs_the_accuracy_inside_its_band() -> None
         torch.rand(400, generator=generator) < 0.8, 1.0, -1.0
     )
     forget = held_out.abs()[:300]
-    check = check_rule(
-        LogitsInTheImage(),  # type: ignore[arg-type]
-        _sets(forget, held_out),
-        SAMPLE_SPLIT,
-        2,
-        batch_size=64,
-        channels_last=False,
-        sample_rule="indistinguishable",
-    )
+    check = _indistinguishable(forget, held_out)
     assert check.forget_acc == 1.0 and check.acc_band is not None
     assert check.forget_acc > check.held_out_acc + check.acc_band
     assert not check.stop
@@ -129,6 +122,19 @@ def _sets(forget_margin: Tensor, held_out_margin: Tensor) -> EvaluationSets:
 SAMPLE_SPLIT = ForgetRetainSplit.from_random(400, num_samples=40, seed=0)
 
 
+def _indistinguishable(forget_margin: Tensor, held_out_margin: Tensor) -> RuleCheck:
+    """The ``indistinguishable`` rule on samples of class 0 with the given logit margins."""
+    return check_rule(
+        LogitsInTheImage(),  # type: ignore[arg-type]
+        _sets(forget_margin, held_out_margin),
+        SAMPLE_SPLIT,
+        2,
+        batch_size=64,
+        channels_last=False,
+        sample_rule="indistinguishable",
+    )
+
+
 @pytest.mark.parametrize(
     ("forget_shift", "stops", "where"),
     [
@@ -143,15 +149,7 @@ def test_the_indistinguishable_rule_stops_inside_or_below_the_band(
     generator = torch.Generator().manual_seed(2)
     held_out = torch.randn(300, generator=generator) + 1.0
     forget = held_out[:200] + forget_shift
-    check = check_rule(
-        LogitsInTheImage(),  # type: ignore[arg-type]
-        _sets(forget, held_out),
-        SAMPLE_SPLIT,
-        2,
-        batch_size=64,
-        channels_last=False,
-        sample_rule="indistinguishable",
-    )
+    check = _indistinguishable(forget, held_out)
     assert check.stop is stops
     assert check.member_auc is not None and check.auc_band is not None
     assert check.acc_band is not None
