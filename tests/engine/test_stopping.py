@@ -216,3 +216,28 @@ def test_indistinguishable_rule_on_digits_sees_the_accuracy_gap_the_losses_hide(
 
 def original_metrics(trained: TrainedModel, split: ForgetRetainSplit) -> dict[str, float | None]:
     return evaluate_split(trained.model, trained.data, split, channels_last=True).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("class_accuracy", "stops"), [(None, True), (0.10, True), (0.05, False), (0.01, False)]
+)
+def test_the_class_rule_bound_is_chance_unless_given(
+    class_accuracy: float | None, stops: bool
+) -> None:
+    # 6 of 100 held-out and 3 of 100 forget samples still recognised (margin > 0): at or below
+    # chance (1/2 here, and any bound >= 0.06) but not gone by a 5% or 1% bound.
+    held_out = torch.cat([torch.full((6,), 1.0), torch.full((94,), -1.0)])
+    forget = torch.cat([torch.full((3,), 1.0), torch.full((97,), -1.0)])
+    split = ForgetRetainSplit.from_classes(torch.arange(400) % 2, (0,), num_classes=2)
+    check = check_rule(
+        LogitsInTheImage(),  # type: ignore[arg-type]
+        _sets(forget, held_out),
+        split,
+        2,
+        batch_size=64,
+        channels_last=False,
+        class_accuracy=class_accuracy,
+    )
+    assert (check.forget_acc, check.held_out_acc) == (0.03, 0.06)
+    assert check.threshold == (0.5 if class_accuracy is None else class_accuracy)
+    assert check.stop is stops

@@ -5,7 +5,9 @@ resume, save points rounded up to a loop's unit, batches on the device."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,58 @@ def test_batches_come_in_the_runs_memory_format(channels_last: bool) -> None:
     batch, _ = load.whole(torch.tensor([4, 1]))
     assert batch.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert torch.equal(batch, images[[4, 1]])
+
+
+class ClaimsForgotten(ContrastiveUnlearning):
+    """Contrastive unlearning (at a learning rate too small to change anything) whose forward
+    passes report every forget sample as already misclassified: the free estimate says the rule
+    holds at every probe, the real checks say it does not."""
+
+    def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
+        terms = super().loss(model, batch)
+        assert terms.forget_correct is not None
+        return LossTerms(terms.total, terms.parts, torch.zeros_like(terms.forget_correct))
+
+
+def test_early_checks_probe_each_short_pass_and_wait_a_quarter_interval_after_failing(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    split = ForgetSpec(num_samples=200).resolve(
+        trained.data, torch.tensor(trained.meta.validation), 0
+    )
+    layer = {
+        "optimizer": {"lr": 1e-12},
+        "stopping": {"check_every": "auto", "check_budget": 0.01, "max_passes": 20},
+    }
+    config = resolve_unlearn_config(
+        "contrastive", "sample", dataset="digits", layers=[("test", layer)]
+    ).config
+    method = ClaimsForgotten.for_scenario("sample", config.options)
+    _, record = run_method(
+        config,
+        trained.model,
+        trained.data,
+        split,
+        method=method,
+        train_config=None,
+        original_seconds=None,
+        quiet=True,
+    )
+    assert record.extra["stopped_by"] == "max_passes"
+    # The interval as the monitor computes it: a check evaluates both subsets once; a batch
+    # trains on (forget + retain) images at ~3 forward passes each (omega 1).
+    batch_size = method.batch_size(config, "sample")
+    per_pass = math.ceil(200 / batch_size)
+    held_out = min(512, split.validation.numel())
+    every = math.ceil((200 + held_out) / (3 * 0.01 * 2 * batch_size))
+    quarter = every // 4
+    assert per_pass < quarter and every > 20 * per_pass  # no scheduled check in this run
+    batches = [h["step_batch"] for h in record.history]
+    # The first early check at the end of the first pass (not a quarter interval in); then,
+    # each having failed, the next one after twice the wait of the one before (in passes: the
+    # probe), at most a quarter interval (rounded up to a pass).
+    assert batches[:2] == [0, per_pass]
+    waits = [min(quarter, per_pass * 2**k) for k in range(1, len(batches) - 1)]
+    expected = [per_pass * math.ceil(wait / per_pass) for wait in waits]
+    assert len(batches) > 5 and [b - a for a, b in itertools.pairwise(batches[1:])] == expected

@@ -104,6 +104,7 @@ class StoppingMonitor:
             checks_forget=self.stopping.class_checks_forget,
             sample_rule=self.stopping.sample_rule,
             confidence=self.stopping.confidence,
+            class_accuracy=self.stopping.class_accuracy,
         )
         self.check_seconds += time.perf_counter() - started
         entry = {

@@ -1,8 +1,9 @@
 """Stopping rules of contrastive unlearning (Lee et al., IJCAI 2025), evaluated on small subsets so
 checks stay cheap.
 
-- class: stop when the accuracy on held-out samples of the forgotten classes is <= 1/C (and, by
-  default, the accuracy on a subset of the forget set too: ``stopping.class_checks_forget``);
+- class: stop when the accuracy on held-out samples of the forgotten classes is <= 1/C (or
+  ``stopping.class_accuracy``) and, by default, the accuracy on a subset of the forget set too
+  (``stopping.class_checks_forget``);
 - sample: stop when the accuracy on (a subset of) the forget set is <= the accuracy on held-out
   data: going further would make forgotten samples look *less* familiar than unseen data, which
   is itself a membership signal. ``stopping.sample_rule = "indistinguishable"`` stops as soon
@@ -61,8 +62,8 @@ class RuleCheck:
         stop: whether the rule holds.
         forget_acc: accuracy on the forget subset.
         held_out_acc: accuracy on the held-out subset.
-        threshold: the bound on ``forget_acc``: the class rule's chance level, the sample
-            rule's held-out accuracy (plus ``acc_band`` with ``sample_rule="indistinguishable"``).
+        threshold: the bound on ``forget_acc``: the class rule's bound (1/C by default), the
+            sample rule's held-out accuracy (plus ``acc_band`` with ``sample_rule="indistinguishable"``).
         member_auc: sample scenario: AUC of "lower loss = member" between the forget subset
             (positives) and the held-out subset; 0.5 = indistinguishable. None for classes.
         auc_band: half-width ``z * sigma`` of the null band around 0.5 for these subset sizes.
@@ -199,6 +200,7 @@ def check_rule(
     checks_forget: bool = True,
     sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy",
     confidence: float = 0.95,
+    class_accuracy: float | None = None,
 ) -> RuleCheck:
     """Evaluate the scenario's rule on the evaluation sets (one forward pass over each).
 
@@ -210,6 +212,7 @@ def check_rule(
         sample_rule: sample scenario only: ``accuracy`` or ``indistinguishable`` (see
             :class:`conun.config.StoppingConfig`).
         confidence: the ``indistinguishable`` rule's null band.
+        class_accuracy: class scenario only: the bound on both accuracies; None = 1/C.
     """
     forget_logits = gathered_logits(
         model, sets.forget.images, batch_size=batch_size, channels_last=channels_last
@@ -225,7 +228,7 @@ def check_rule(
     forget_acc = _accuracy(forget_logits, sets.forget.labels)
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     if split.scenario == "class":
-        threshold = 1.0 / num_classes
+        threshold = 1.0 / num_classes if class_accuracy is None else class_accuracy
         stop = held_out_acc <= threshold and (not checks_forget or forget_acc <= threshold)
         return RuleCheck(stop, forget_acc, held_out_acc, threshold)
     auc = member_auc(

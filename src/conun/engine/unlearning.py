@@ -16,6 +16,7 @@ UNSIR, L-CODEC) use too.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from tqdm.auto import tqdm
@@ -83,19 +84,33 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     steps_done = 0  # optimizer steps (the unit of resume.every)
 
     since_check = 0  # batches since the latest check
+    early_failures = 0  # early checks in a row that did not hold (each doubles the wait)
+    previous_estimate: float | None = None  # the estimate at the previous probe
 
-    def check() -> None:
-        nonlocal since_check
+    def check(early: bool = False) -> None:
+        nonlocal since_check, early_failures
         monitor.check({"batch": forget_batches, "step_batch": batches, "pass": passes})
         since_check = 0
+        early_failures = early_failures + 1 if early and not monitor.holds else 0
 
     def probably_holds() -> bool:
-        # The free estimate against the latest check's bound on the forget accuracy.
+        # The free estimate, one probe ahead, against the latest check's bound on the forget
+        # accuracy. The estimate lags: it is read before each step, over the latest window of
+        # forget samples; extrapolating its latest change one probe ahead keeps a fast fall
+        # (a small forget set loses several points a step near the end) from being seen only
+        # one probe past the bound.
+        nonlocal previous_estimate
         if stopping.rule != "auto":
             return False
         value = estimate.value()
         last = monitor.last
-        return value is not None and last is not None and value <= last.threshold
+        if value is None or last is None:
+            return False
+        ahead = value
+        if previous_estimate is not None:
+            ahead -= max(0.0, previous_estimate - value)
+        previous_estimate = value
+        return ahead <= last.threshold
 
     def train_mode() -> None:
         model.train()
@@ -121,12 +136,17 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     )
     every = monitor.interval(images_per_batch)
     # check_every=auto checks on the interval alone (counted from the latest check), and
-    # earlier when the loop's own forward passes suggest the rule holds (probed every quarter
-    # interval: one host sync); otherwise at multiples of the interval and after each pass.
+    # earlier when the loop's own forward passes suggest the rule holds: probed every quarter
+    # interval (one host sync), or after each pass when a pass is shorter than that (a small
+    # forget set is otherwise pushed for several passes past the point the probe would have
+    # seen); after k early checks in a row that failed, the next early one waits 2^k probes
+    # (at most a quarter interval), which bounds their cost.
+    # Otherwise: at multiples of the interval and after each pass.
     auto = stopping.check_every == "auto"
     checks_at_pass_end = not auto
     estimate = ForgetAccuracyEstimate(len(monitor.sets.forget))
-    probe = max(1, (every or 1) // 4)
+    quarter = max(1, (every or 1) // 4)
+    probe = min(quarter, max(1, math.ceil(len(driver) / batch_size)))
     if saves.state is not None:
         # prepare() ran on the original model, as in the first run (masks and teachers come
         # from it); now the weights, optimizer, generators, counters, history and time move to
@@ -140,6 +160,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         forget_stream.load_state(state.loop_tensor("forget_order"), saved["forget_position"])
         method.load_state_dict(saved["method"])
         since_check = saved.get("since_check", 0)
+        early_failures = saved.get("early_failures", 0)
+        previous_estimate = saved.get("previous_estimate")
         estimate.load_state(state.loop_tensor("forget_correct"), saved.get("correct_sizes", []))
         stopped_by = ""
         logger.info("%s: resumed at step %d (pass %d)", method.name, steps_done, passes + 1)
@@ -165,6 +187,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 "forget_position": forget_stream.position,
                 "method": method.state_dict(),
                 "since_check": since_check,
+                "early_failures": early_failures,
+                "previous_estimate": previous_estimate,
                 "correct_sizes": correct_sizes,
             },
             loop_tensors={
@@ -237,10 +261,15 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 forget_batches += 1
             progress.update()
             since_check += 1
-            if (every and (since_check >= every if auto else batches % every == 0)) or (
-                auto and since_check % probe == 0 and probably_holds()
-            ):
-                check()
+            scheduled = bool(every and (since_check >= every if auto else batches % every == 0))
+            # The estimate is read at every probe (so that it extrapolates from the previous
+            # probe), acted on once the wait after failed early checks is over.
+            near = auto and since_check % probe == 0 and probably_holds()
+            early = (
+                near and not scheduled and since_check >= min(quarter, probe * 2**early_failures)
+            )
+            if scheduled or early:
+                check(early=early)
                 train_mode()
                 if monitor.holds:
                     stopped_by = "rule"
