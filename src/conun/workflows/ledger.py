@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conun.config import TrainConfig, config_to_yaml
+from conun.config import TrainConfig, UnlearnConfig, config_to_yaml
 from conun.data.arrays import DatasetBundle
 from conun.data.splits import ForgetRequestError, ForgetRetainSplit, read_ids_file
 from conun.engine.checkpoint import (
@@ -76,6 +76,11 @@ from conun.workflows.ledger_plan import (
     request_entry,
     scenario_of,
     union,
+)
+from conun.workflows.ledger_reforget import (
+    certified_levels,
+    keep_classes_forgotten,
+    reforget_config,
 )
 from conun.workflows.ledger_store import (
     IDS_DIR,
@@ -341,11 +346,20 @@ class Ledger:
                 ).config
                 for group in groups
             ]
+            # Every version keeps the classes forgotten so far forgotten (ledger_reforget).
+            any_class = any(r.kind == "class" for r in list_requests(connection, status="applied"))
+            reforget = (
+                reforget_config(chosen, dataset=dataset, layers=layers, overrides=overrides)
+                if groups and (any_class or groups[0][0].kind == "class")
+                else None
+            )
             written = []
             try:
                 for group, config in zip(groups, configs, strict=True):
                     written.append(
-                        self._apply_group(connection, group, config, audit=audit, quiet=quiet)
+                        self._apply_group(
+                            connection, group, config, reforget, audit=audit, quiet=quiet
+                        )
                     )
             finally:  # ours alone: we hold the lock
                 shutil.rmtree(self.path / STAGING_DIR, ignore_errors=True)
@@ -379,6 +393,7 @@ class Ledger:
         connection: sqlite3.Connection,
         group: list[RequestRow],
         config: Any,
+        reforget: UnlearnConfig | None,
         *,
         audit: bool,
         quiet: bool,
@@ -407,6 +422,17 @@ class Ledger:
             model,
             frame.data,
             split,
+            train_config=train_config,
+            original_seconds=self._original().seconds,
+            quiet=quiet,
+        )
+        unlearned, reforgot = keep_classes_forgotten(
+            unlearned,
+            record,
+            data,
+            plan,
+            reforget,
+            levels=certified_levels(self.path, earlier),
             train_config=train_config,
             original_seconds=self._original().seconds,
             quiet=quiet,
@@ -481,6 +507,7 @@ class Ledger:
             "forget_batches": record.forget_batches,
             "passes": record.passes,
             "stopped_by": record.extra.get("stopped_by"),
+            "reforget": reforgot,
             **measured,
             "audit": audit_numbers(record.metrics) if audit else None,
             "passed": all(check["passed"] for check in measured["checks"]),
