@@ -83,6 +83,27 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "stopping": {"check_every": "auto"},
     },
 }
+# Issue #14, second round: stop inside the pass only once the class is gone (<= 1% on both
+# subsets, ``stopping.class_accuracy``), with fewer or larger steps per forget batch.
+for _omega, _lr in [(4, 1e-3), (2, 1e-3), (1, 1e-3), (2, 2e-3), (1, 2e-3), (1, 3e-3)]:
+    SETTINGS[f"in-pass 1%, omega {_omega}, lr {_lr:g}"] = {
+        "options": {"lambda_ul": 1.0, "lambda_ce": 4.0, "omega": _omega},
+        "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
+        "stopping": {"check_every": "auto", "class_accuracy": 0.01},
+    }
+# ... and, since stopping inside the pass skips the retain repair of the pass's last batches,
+# larger retain batches per step (more repair per step at the same number of steps).
+for _omega, _lr, _retain, _ce in [(2, 2e-3, 128, 4.0), (1, 2e-3, 192, 4.0), (2, 2e-3, 128, 6.0)]:
+    SETTINGS[f"in-pass 1%, omega {_omega}, lr {_lr:g}, retain {_retain}, ce {_ce:g}"] = {
+        "options": {
+            "lambda_ul": 1.0,
+            "lambda_ce": _ce,
+            "omega": _omega,
+            "retain_batch_size": _retain,
+        },
+        "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
+        "stopping": {"check_every": "auto", "class_accuracy": 0.01},
+    }
 CLASSES = (0, 5)
 
 

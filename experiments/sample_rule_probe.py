@@ -62,10 +62,13 @@ def original(originals: Path, seed: int) -> Path:
     return directory
 
 
-def run(seed: int, originals: Path, work: Path, samples: int) -> list[dict[str, Any]]:
+def run(
+    seed: int, originals: Path, work: Path, samples: int, variants: list[str]
+) -> list[dict[str, Any]]:
     checkpoint = original(originals, seed)
     rows: list[dict[str, Any]] = []
-    for index, (label, overrides) in enumerate(VARIANTS.items()):
+    for index, label in enumerate(variants):
+        overrides = VARIANTS[label]
         config = resolve_unlearn_config(
             "contrastive",
             "sample",
@@ -151,6 +154,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/sample-rule-probe"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results/sample-rule-probe"))
     parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="which settings to run (default: all)",
+    )
+    parser.add_argument(
         "--from-rows",
         action="store_true",
         help="rebuild the tables from OUT/rows.json instead of running",
@@ -161,7 +171,9 @@ def main() -> None:
         rows = json.loads((args.out / "rows.json").read_text())
     else:
         rows = [
-            row for seed in args.seeds for row in run(seed, args.originals, args.work, args.samples)
+            row
+            for seed in args.seeds
+            for row in run(seed, args.originals, args.work, args.samples, args.variants)
         ]
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rows.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -171,7 +183,7 @@ def main() -> None:
         "# Sample stopping rules, first look — Fashion-MNIST, small_cnn, "
         f"{args.samples} random samples\n\n"
         f"Command: `python experiments/sample_rule_probe.py --seeds {seeds} "
-        f"--samples {args.samples}` "
+        f"--samples {args.samples} --variants {' '.join(repr(v) for v in args.variants)}` "
         f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
         f"{versions()}). Accuracies in %; attacks from conun's audit (members: held-out retain "
         "samples, non-members: test samples); retrain is the target on every column. "

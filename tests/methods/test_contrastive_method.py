@@ -156,8 +156,8 @@ def test_one_forward_pass_over_forget_and_retain() -> None:
     terms = method.loss(model, batch)
     assert calls == [10]
     assert set(terms.parts) == {"unlearning", "retain_ce"}
-    # sample-scenario defaults: lambda_ul = 3 (the paper's), lambda_ce = 2 (conun's)
-    expected = 3.0 * terms.parts["unlearning"] + 2.0 * terms.parts["retain_ce"]
+    # sample-scenario defaults: lambda_ul = 3 (the paper's), lambda_ce = 4 (conun's)
+    expected = 3.0 * terms.parts["unlearning"] + 4.0 * terms.parts["retain_ce"]
     torch.testing.assert_close(terms.total.detach(), expected)
 
 
