@@ -63,7 +63,8 @@ class RuleCheck:
         forget_acc: accuracy on the forget subset.
         held_out_acc: accuracy on the held-out subset.
         threshold: the bound on ``forget_acc``: the class rule's bound (1/C by default), the
-            sample rule's held-out accuracy (plus ``acc_band`` with ``sample_rule="indistinguishable"``).
+            sample rule's held-out accuracy (plus ``acc_band`` with
+            ``sample_rule="indistinguishable"``).
         member_auc: sample scenario: AUC of "lower loss = member" between the forget subset
             (positives) and the held-out subset; 0.5 = indistinguishable. None for classes.
         auc_band: half-width ``z * sigma`` of the null band around 0.5 for these subset sizes.
