@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/conun: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,timm,hf]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,timm,hf,ray]"
 	touch $(BIN)/conun
 
 install: $(BIN)/conun

@@ -10,7 +10,11 @@ writes the combined table.
     conun bench fashion-mnist --seeds 0 --out experiments/results/fashion-mnist
     python experiments/privacy_fashion_mnist.py --bench experiments/results/fashion-mnist --ulira-seeds 0 --shadows 8
 
-U-LiRA's trained shadows are cached in ``runs/ulira-cache`` (shared by the methods).
+U-LiRA's trained shadows are cached in ``runs/ulira-cache`` (shared by the methods). With
+``--executor ray`` the shadows are Ray tasks (``pip install 'conun[ray]'``; on a cluster the
+cache and the data must be on storage every worker sees), with the same cache and numbers:
+
+    python experiments/privacy_fashion_mnist.py --bench experiments/results/fashion-mnist --ulira-seeds 0 --shadows 8 --executor ray --jobs 8
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from conun.config import build_train_config
 from conun.evaluation.distances import DISTANCE_COLUMNS
 from conun.evaluation.privacy import AUDIT_COLUMNS
 from conun.reproducibility import versions
-from conun.workflows.ulira_shadows import ulira_audit
+from conun.workflows.ulira_shadows import SHADOW_EXECUTORS, ulira_audit
 
 METHODS = ("original", "retrain", "contrastive", "finetune", "neggrad")
 REQUEST = "samples500"  # the request's name in the fashion-mnist bench preset
@@ -80,7 +84,16 @@ def main() -> None:
     parser.add_argument("--ulira-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--shadows", type=int, default=8, help="U-LiRA's K")
     parser.add_argument("--targets", type=int, default=100, help="U-LiRA's target examples")
-    parser.add_argument("--jobs", type=int, default=2, help="shadow worker processes")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="shadow worker processes (Ray: tasks at once)"
+    )
+    parser.add_argument(
+        "--executor",
+        choices=SHADOW_EXECUTORS,
+        default="local",
+        help="local: a process pool here; ray: Ray tasks (one torch thread each)",
+    )
+    parser.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per shadow task")
     parser.add_argument("--cache", type=Path, default=Path("runs/ulira-cache"))
     parser.add_argument(
         "--out", type=Path, default=Path("experiments/results/fashion-mnist-privacy")
@@ -110,6 +123,8 @@ def main() -> None:
             jobs=args.jobs,
             cache_dir=args.cache,
             quiet=True,
+            executor=args.executor,
+            gpus_per_job=args.gpus_per_job,
         )
         print(f"seed {seed} U-LiRA: {ulira[seed]}", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)

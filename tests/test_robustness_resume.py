@@ -6,6 +6,8 @@ killed write left behind are removed when the next run in that directory starts.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +18,19 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from conun.bench import BenchPreset, CellMismatchError, run_bench
+from conun.bench import fingerprints as bench_fingerprints
+from conun.bench.fingerprints import weights_sha256
 from conun.cli import main
+from conun.config import TrainConfig
+from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from conun.engine.resume import RESUME_FILE, Resumable, ResumeError, read_state
-from conun.io import RESULTS_FILE, remove_stale_temporaries
+from conun.io import RESULTS_FILE, remove_stale_temporaries, sha256_json
+from conun.workflows import training as training_workflow
+from conun.workflows.inputs import load_training_data, validation_indices
 from conun.workflows.outputs import SPLIT_FILE, prepare_output_dir, record_split
-from conun.workflows.training import TrainedModel
+from conun.workflows.training import TrainedModel, train_original
 from interruptions import SimulatedCrashError
 
 
@@ -156,3 +165,159 @@ def test_prepare_output_dir_removes_temporaries_but_nothing_else(tmp_path: Path)
     assert remove_stale_temporaries(tmp_path, recursive=True) == [
         tmp_path / "sub" / ".results.json.q.tmp"
     ]
+
+
+# --- conun train --resume: the recipe, the data and the validation split, by content ---------
+
+
+@pytest.fixture
+def interrupted_training(
+    make_digits_config: Callable[..., TrainConfig],
+    tmp_path: Path,
+    interrupt_after: Callable[[int], None],
+) -> tuple[TrainConfig, Path, bytes]:
+    """A 2-epoch digits training interrupted after 8 steps (a state saved at step 7):
+    (its config, its run directory, the state's bytes)."""
+    config = make_digits_config(epochs=2)
+    out = tmp_path / "train"
+    interrupt_after(8)
+    with pytest.raises(SimulatedCrashError):
+        train_original(config, out, quiet=True, save_every=7)
+    return config, out, (out / RESUME_FILE).read_bytes()
+
+
+def _refused(config: TrainConfig, out: Path, state: bytes, match: str) -> None:
+    """Resuming is refused with ``match`` in one line, and nothing in ``out`` changed."""
+    with pytest.raises(ResumeError, match=match) as refusal:
+        train_original(config, out, quiet=True, save_every=7, resume=True)
+    assert "\n" not in str(refusal.value)
+    assert (out / RESUME_FILE).read_bytes() == state
+    assert sorted(path.name for path in out.iterdir()) == [RESUME_FILE]
+
+
+def test_training_state_records_the_recipe_data_and_split_digests(
+    interrupted_training: tuple[TrainConfig, Path, bytes],
+) -> None:
+    config, out, _ = interrupted_training
+    invocation = read_state(out, kind="train").invocation
+    assert invocation["config_sha256"] == sha256_json(config.model_dump(mode="json"))
+    for key in ("dataset_sha256", "validation_sha256"):
+        assert len(invocation[key]) == 64, key
+
+
+def test_training_resume_refuses_another_recipe_naming_the_field(
+    interrupted_training: tuple[TrainConfig, Path, bytes],
+) -> None:
+    config, out, state = interrupted_training
+    _refused(
+        config.model_copy(update={"epochs": 3}),
+        out,
+        state,
+        r"resolved training config \(SHA-256\) changed since the run began "
+        r"\(config\.epochs: 2 -> 3\)",
+    )
+
+
+def test_training_resume_refuses_other_data_under_the_same_name(
+    interrupted_training: tuple[TrainConfig, Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, out, state = interrupted_training
+    real = load_training_data
+
+    def edited(config: TrainConfig) -> DatasetBundle:
+        data = real(config)
+        images = data.train.images.clone()
+        images[17, 0, 3, 3] += 0.5  # one pixel of one image: same shapes, same labels
+        return dataclasses.replace(data, train=ArrayDataset(images, data.train.labels))
+
+    monkeypatch.setattr(training_workflow, "load_training_data", edited)
+    _refused(config, out, state, r"training data's content \(SHA-256 of the train tensors\)")
+
+
+def test_training_resume_refuses_another_validation_split(
+    interrupted_training: tuple[TrainConfig, Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, out, state = interrupted_training
+    real = validation_indices
+    monkeypatch.setattr(
+        training_workflow, "validation_indices", lambda data, config: real(data, config)[1:]
+    )
+    _refused(config, out, state, r"train/validation split \(SHA-256\) changed")
+
+
+# --- conun bench: a finished cell is tied to its original's weights and its request's ids ----
+
+
+@pytest.fixture
+def one_cell_bench(tmp_path: Path) -> tuple[BenchPreset, Path]:
+    """A one-cell grid (digits, 2 training epochs, the original's row of class 5), finished."""
+    preset = BenchPreset.model_validate(
+        {
+            "name": "one-cell",
+            "dataset": "digits",
+            "model": "small_cnn",
+            "train": {"epochs": 2},
+            "requests": [{"class": [5]}],
+            "methods": ["original"],
+            "seeds": [0],
+        }
+    )
+    out = tmp_path / "bench"
+    assert len(run_bench(preset, out=out, quiet=True).ran) == 1
+    return preset, out
+
+
+def _only_original(out: Path) -> Path:
+    (original,) = (out / "originals").iterdir()
+    return original / CHECKPOINT_FILE
+
+
+def test_a_bench_cell_records_its_inputs_and_is_reused_while_they_hold(
+    one_cell_bench: tuple[BenchPreset, Path],
+) -> None:
+    preset, out = one_cell_bench
+    cell = out / "cells" / "0" / "class5" / "original" / RESULTS_FILE
+    inputs = json.loads(cell.read_text())["bench"]["inputs"]
+    assert inputs["original_sha256"] == weights_sha256(_only_original(out))
+    assert len(inputs["split_sha256"]) == 64
+    # The same weights saved again (new metadata, new mtime): the same content, reused.
+    model, meta = load_checkpoint(_only_original(out))
+    save_checkpoint(_only_original(out), model, dataclasses.replace(meta, seconds=meta.seconds + 1))
+    report = run_bench(preset, out=out, quiet=True)
+    assert not report.ran and len(report.skipped) == 1
+
+
+def test_a_bench_cell_of_a_replaced_original_is_refused(
+    one_cell_bench: tuple[BenchPreset, Path],
+) -> None:
+    preset, out = one_cell_bench
+    model, meta = load_checkpoint(_only_original(out))
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] += 1.0  # other weights, the same recipe
+    save_checkpoint(_only_original(out), model, meta)
+    cell = out / "cells" / "0" / "class5" / "original" / RESULTS_FILE
+    before = cell.read_bytes()
+    with pytest.raises(CellMismatchError, match=r"the original's weights \(SHA-256\) differ"):
+        run_bench(preset, out=out, quiet=True)
+    assert cell.read_bytes() == before  # refused before any work
+    shutil.rmtree(_only_original(out).parent)
+    with pytest.raises(CellMismatchError, match="which is gone"):
+        run_bench(preset, out=out, quiet=True)
+
+
+def test_a_bench_cell_for_other_ids_is_refused(
+    one_cell_bench: tuple[BenchPreset, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preset, out = one_cell_bench
+    real = load_training_data
+
+    def relabelled(config: TrainConfig) -> DatasetBundle:
+        data = real(config)
+        labels = data.train.labels.clone()
+        first = int(torch.nonzero(labels == 5)[0])
+        labels[first] = 4  # one class-5 sample now of class 4: class 5's ids change
+        return dataclasses.replace(data, train=ArrayDataset(data.train.images, labels))
+
+    monkeypatch.setattr(bench_fingerprints, "load_training_data", relabelled)
+    with pytest.raises(CellMismatchError, match=r"the request's resolved ids \(SHA-256\) differ"):
+        run_bench(preset, out=out, quiet=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from conun.bench import grid as grid_module
+from conun.bench import cells as cells_module
 from conun.cli import main
+from conun.workflows.ray_runtime import RayNotInstalledError
+from conun.workflows.ulira_shadows import run_shadow_jobs
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -37,7 +40,7 @@ def test_bench_failed_cells_exit_1_and_keep_the_rest(
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(grid_module, "run_method", crash)
+    monkeypatch.setattr(cells_module, "run_method", crash)
     code, output = invoke("bench", "smoke", "--out", str(out), "--quiet")
     assert code == 1
     assert "seed 0 / class5 / finetune: RuntimeError: simulated crash" in output
@@ -68,3 +71,38 @@ def test_bench_preset_file_errors_name_the_key(tmp_path: Path) -> None:
     code, output = invoke("bench", str(preset), "--out", str(tmp_path / "out"))
     assert code == 2
     assert "methods: Value error, unknown method(s) magic; registered:" in output
+
+
+def test_missing_ray_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails, as without the extra
+    out = tmp_path / "out"
+    code, output = invoke("bench", "smoke", "--executor", "ray", "--out", str(out), "--quiet")
+    assert code == 2
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Error: --executor ray needs Ray") and "pip install 'conun[ray]'" in line
+    assert not out.exists()  # before any work
+    with pytest.raises(RayNotInstalledError, match=r"pip install 'conun\[ray\]'"):
+        run_shadow_jobs([], executor="ray")  # U-LiRA's shadows, the same error
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--workers", "2"], "--workers: for --executor ray only"),
+        (["--executor", "local", "--gpus-per-cell", "1"], "--gpus-per-cell: for --executor ray"),
+        (["--executor", "ray", "--workers", "0"], "Invalid value for '--workers'"),
+        (["--executor", "ray", "--gpus-per-cell", "1"], "runs on cpu: set `device: cuda`"),
+        (["--status", "x"], "--status OUT reads a bench directory only; drop PRESET"),
+    ],
+)
+def test_bad_executor_options_exit_2_before_any_work(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    if "ray" in args and "--gpus-per-cell" in args:
+        pytest.importorskip("ray")  # the device check comes after the check that Ray is there
+    out = tmp_path / "out"
+    code, output = invoke("bench", "smoke", *args, "--out", str(out), "--quiet")
+    assert code == 2 and expected in output, output
+    assert not out.exists()

@@ -18,7 +18,7 @@ from conun.bench import (
     load_bench_preset,
     run_bench,
 )
-from conun.bench import grid as grid_module
+from conun.bench import cells as cells_module
 from conun.engine.checkpoint import CHECKPOINT_FILE
 from conun.evaluation.results import validate_results
 from conun.workflows.unlearning import run_method as real_run_method
@@ -50,8 +50,8 @@ def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     def no_training(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the cached original was trained again")
 
-    monkeypatch.setattr(grid_module, "run_method", counting)
-    monkeypatch.setattr(grid_module, "train_original", no_training)
+    monkeypatch.setattr(cells_module, "run_method", counting)
+    monkeypatch.setattr(cells_module, "train_original", no_training)
     return calls
 
 
@@ -136,7 +136,7 @@ def test_failed_cell_is_reported_and_retried(
             raise RuntimeError("simulated crash")
         return real(config, *args, **kwargs)
 
-    monkeypatch.setattr(grid_module, "run_method", failing)
+    monkeypatch.setattr(cells_module, "run_method", failing)
     with pytest.raises(BenchFailedError, match="seed 0 / fraction0.05 / contrastive") as caught:
         run_bench("smoke", out=out, quiet=True)
     report = caught.value.report
@@ -146,7 +146,7 @@ def test_failed_cell_is_reported_and_retried(
     # the table holds every cell that finished
     assert len(list(csv.DictReader((out / "table.csv").open()))) == 7
 
-    monkeypatch.setattr(grid_module, "run_method", real)
+    monkeypatch.setattr(cells_module, "run_method", real)
     report = run_bench("smoke", out=out, quiet=True)
     assert [str(cell) for cell in report.ran] == ["seed 0 / fraction0.05 / contrastive"]
     assert not error_file.exists()

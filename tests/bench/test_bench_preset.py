@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from conun.bench import (
     BenchPresetError,
@@ -14,6 +16,7 @@ from conun.bench import (
     plan_bench,
 )
 from conun.methods import METHODS
+from conun.models.registry import build_model
 
 
 def write_preset(tmp_path: Path, text: str, name: str = "custom") -> Path:
@@ -177,3 +180,65 @@ def test_parse_seeds() -> None:
     for bad in ("", "1,x", "1,1", "-1"):
         with pytest.raises(BenchPresetError, match="distinct integers >= 0"):
             parse_seeds(bad)
+
+
+@pytest.mark.parametrize(
+    "name, model, model_args",
+    [
+        ("paper-mini-imagenet", "resnet18", {}),
+        (
+            "paper-mini-imagenet-vit",
+            "timm:vit_small_patch16_224",
+            {"img_size": 84, "patch_size": 12},
+        ),
+    ],
+)
+def test_mini_imagenet_presets_follow_the_protocol_without_the_data(
+    name: str,
+    model: str,
+    model_args: dict[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONUN_DATA", str(tmp_path))  # no mini-imagenet folder anywhere
+    plan = plan_bench(load_bench_preset(name))
+    assert plan.seeds == [0, 1, 2] and plan.preset.audit
+    for seed, config in plan.train_configs.items():
+        assert (config.dataset, config.model) == ("mini-imagenet", model)
+        assert config.model_args == model_args
+        assert (config.image_size, config.augment, config.seed) == (84, False, seed)
+    # The paper's requests and baselines, as for CIFAR-10; every cell's config resolved.
+    assert plan.methods["class5"] == [
+        "original",
+        "retrain",
+        "contrastive",
+        "boundary_shrink",
+        "boundary_expanding",
+        "scrub",
+        "unsir",
+    ]
+    assert plan.methods["samples500"] == [
+        "original",
+        "retrain",
+        "contrastive",
+        "finetune",
+        "neggrad",
+        "fisher",
+        "lcodec",
+    ]
+    assert len(plan.cells) == 3 * 14 and set(plan.unlearn_configs) == set(plan.cells)
+    assert {config.method for config in plan.unlearn_configs.values()} == set(
+        plan.methods["class5"] + plan.methods["samples500"]
+    )
+
+
+def test_mini_imagenet_vit_recipe_builds_a_vit_small_on_84_pixel_images() -> None:
+    config = plan_bench(load_bench_preset("paper-mini-imagenet-vit")).train_configs[0]
+    vit = build_model(
+        config.model, num_classes=100, input_shape=(3, 84, 84), model_args=config.model_args
+    )
+    output = vit.forward_features(torch.zeros(2, 3, 84, 84))
+    assert output.features.shape == (2, 384) and output.logits.shape == (2, 100)  # ViT-small
+    timm_vit: Any = vit.model
+    assert timm_vit.patch_embed.grid_size == (7, 7)  # 12x12 patches: 49 tokens
+    assert len(timm_vit.blocks) == 12

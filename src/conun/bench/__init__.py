@@ -1,8 +1,11 @@
 """``conun bench``: a preset's grid of seeds x forget requests x methods, cached, resumable,
 summarised as one table (mean ± std over seeds) in Markdown, CSV and LaTeX.
 
-Presets are YAML in ``conun/configs/bench/`` (:mod:`conun.bench.preset`); the runner is
-:func:`run_bench` (:mod:`conun.bench.grid`); the tables are :mod:`conun.bench.tables`.
+Presets are YAML in ``conun/configs/bench/`` (:mod:`conun.bench.preset`); the plan and what a
+finished cell is, :mod:`conun.bench.plan`; the runner is :func:`run_bench`
+(:mod:`conun.bench.grid`), one cell :mod:`conun.bench.cells`, run in this process or as Ray tasks
+(:mod:`conun.bench.executors`); ``--status`` is :mod:`conun.bench.status`; the tables are
+:mod:`conun.bench.tables`.
 """
 
 from conun.bench.grid import (

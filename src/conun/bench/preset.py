@@ -38,6 +38,7 @@ from conun.config import (
     read_yaml,
     validate_device,
 )
+from conun.data.errors import DatasetNotFoundError
 from conun.data.registry import available_datasets, dataset_info
 from conun.data.splits import Scenario
 from conun.methods import available_methods
@@ -258,7 +259,13 @@ class BenchPreset(StrictModel):
         for request in self.requests:
             if request.methods is not None:
                 check_method_names(request.methods)
-        num_classes = dataset_info(self.dataset).num_classes
+        try:
+            num_classes = dataset_info(self.dataset).num_classes
+        except DatasetNotFoundError:
+            # An image folder (mini-imagenet) not in the default data directory: a preset is
+            # valid without its data, and run_bench checks every request on the data itself
+            # (check_requests) before any work.
+            return self
         for request in self.requests:
             bad = [c for c in request.classes or () if c >= num_classes]
             if bad:

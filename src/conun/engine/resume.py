@@ -234,6 +234,10 @@ CONTENT_KEYS = {
     "checkpoint_sha256": "the source checkpoint's content (SHA-256) changed since the run began",
     "request_sha256": "the forget request's ids (SHA-256) changed since the run began",
     "split_sha256": "the resolved forget/retain split (SHA-256) changed since the run began",
+    "config_sha256": "the resolved training config (SHA-256) changed since the run began",
+    "dataset_sha256": "the training data's content (SHA-256 of the train tensors) changed since "
+    "the run began",
+    "validation_sha256": "the train/validation split (SHA-256) changed since the run began",
 }
 """Invocation keys that hold the digest of an input's content rather than a setting: a
 difference there means a file was replaced or edited under the same path, which
@@ -269,15 +273,43 @@ def check_invocation(
         differing = sorted(
             key for key in set(saved) | set(given) if saved.get(key) != given.get(key)
         )
-        changed = [CONTENT_KEYS[key] for key in differing if key in CONTENT_KEYS]
         settings = [key for key in differing if key not in CONTENT_KEYS]
-        parts = [*changed]
+        parts = []
+        for key in (key for key in differing if key in CONTENT_KEYS):
+            # A digest whose input is saved beside it (the config next to config_sha256): name
+            # the fields that differ, once, instead of a bare "config differ" as well.
+            plain = key.removesuffix("_sha256")
+            if plain in settings:
+                settings.remove(plain)
+                fields = _differing_fields(saved.get(plain), given.get(plain), plain)
+                parts.append(f"{CONTENT_KEYS[key]} ({', '.join(fields)})")
+            else:
+                parts.append(CONTENT_KEYS[key])
         if settings:
             parts.append(f"other settings ({', '.join(settings)} differ)")
         raise ResumeError(
             f"cannot resume the run in {directory}: {'; '.join(parts)}: give the same inputs "
             "and options as the first time, or start afresh with --force"
         )
+
+
+def _differing_fields(saved: Any, given: Any, path: str, *, limit: int = 4) -> list[str]:
+    """``path.key: saved -> given`` for the first ``limit`` leaves where two JSON values differ
+    (dicts are compared key by key; anything else as a whole)."""
+    if isinstance(saved, dict) and isinstance(given, dict):
+        found: list[str] = []
+        for key in sorted(set(saved) | set(given)):
+            if saved.get(key) != given.get(key):
+                found += _differing_fields(saved.get(key), given.get(key), f"{path}.{key}")
+        if len(found) > limit:
+            found = [*found[:limit], f"{len(found) - limit} more"]
+        return found
+    return [f"{path}: {_short(saved)} -> {_short(given)}"]
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _optimizer_to_parts(state_dict: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:

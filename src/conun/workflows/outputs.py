@@ -150,9 +150,10 @@ def resumable_run(
     return Resumable(Path(out_dir), save_every, kind, invocation)
 
 
-LATE_KEYS = ("split_sha256",)
+LATE_KEYS = ("split_sha256", "dataset_sha256", "validation_sha256")
 """Invocation keys known only once the data is loaded: :func:`resumable_run` does not compare
-them yet, :func:`record_split` does."""
+them yet, :func:`record_digests` does (the split of an unlearning run; the training data and
+its validation split for a training run)."""
 
 
 def record_split(resumable: Resumable | None, split: dict[str, Any], out_dir: str | Path) -> None:
@@ -165,9 +166,21 @@ def record_split(resumable: Resumable | None, split: dict[str, Any], out_dir: st
     Raises:
         ResumeError: the resumed run's split differs from the saved one.
     """
+    record_digests(resumable, {"split_sha256": sha256_json(split)}, out_dir)
+
+
+def record_digests(
+    resumable: Resumable | None, digests: dict[str, str], out_dir: str | Path
+) -> None:
+    """Add digests known only once the data is loaded (:data:`LATE_KEYS`) to the run's
+    invocation; on resume, refuse any that differs from the interrupted run's.
+
+    Raises:
+        ResumeError: a digest differs from the saved one (named in words).
+    """
     if resumable is None:
         return
-    resumable.invocation = {**resumable.invocation, "split_sha256": sha256_json(split)}
+    resumable.invocation = {**resumable.invocation, **digests}
     if resumable.state is not None:
         check_invocation(resumable.state, resumable.invocation, out_dir)
 
@@ -187,6 +200,7 @@ __all__ = [
     "OutputExistsError",
     "describe",
     "prepare_output_dir",
+    "record_digests",
     "record_split",
     "resumable_run",
 ]

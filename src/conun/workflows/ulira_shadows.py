@@ -26,15 +26,20 @@ minus the targets: the ideal, AUC near 0.5).
 
 Shadows are independent jobs: :func:`run_shadow` is a pure function of a :class:`ShadowJob` (plain
 data, JSON-serialisable) and returns a ``ShadowResult`` (JSON-serialisable), so it can run in
-another process; :func:`run_ulira` runs them serially or in a spawn-context process pool with the
-same numbers either way. Trained shadows can be cached on disk (``cache_dir``), keyed by a hash of
-the job's training part (recipe, seed, half), so that auditing several methods trains each shadow
-once. Cache files are safetensors written atomically; nothing is ever pickled to disk.
+another process; :func:`run_ulira` runs them serially, in a spawn-context process pool
+(``executor="local"``) or as Ray tasks (``executor="ray"``, ``pip install 'conun[ray]'``), with
+the same numbers every way (one torch thread per job). Trained shadows can be cached on disk
+(``cache_dir``), keyed by a hash of the job's training part (recipe, seed, half), so that
+auditing several methods trains each shadow once; under Ray the cache must be a directory that
+every worker sees (a shared file system on a cluster), and so must the dataset's files. Cache
+files are safetensors written atomically; nothing is ever pickled to disk.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -67,12 +72,16 @@ from conun.models.registry import build_model
 from conun.reproducibility import seed_everything
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.inputs import ensure_dataset, load_training_data, validation_indices
+from conun.workflows.ray_runtime import import_ray, ray_session, set_task_threads
 from conun.workflows.unlearning import resolve_method, run_method
 
 logger = logging.getLogger(__name__)
 
 SHADOW_CACHE_FORMAT = "conun-ulira-shadow/1"
 """Format tag in the metadata of a cached shadow (bumped if the training part changes meaning)."""
+
+SHADOW_EXECUTORS = ("local", "ray")
+"""Where shadow jobs run: this process or a local process pool, or Ray tasks."""
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -413,21 +422,90 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_shadow_jobs(
-    jobs: Sequence[ShadowJob], *, workers: int = 1, quiet: bool = True
-) -> list[ShadowResult]:
-    """Run shadow jobs serially (``workers=1``, in this process) or in a spawn-context process
-    pool; results come back in job order either way.
+def _ray_shadow(job: ShadowJob) -> ShadowResult:
+    """A Ray task: one shadow, with one torch thread (as in the process pool)."""
+    set_task_threads(1)
+    return run_shadow(job)
 
-    Each pool worker runs with one torch thread. A serial run gives the same numbers as a pool
-    when this process also uses one thread (``torch.set_num_threads(1)``); with more threads the
-    last bits of convolutions may differ.
+
+def check_shadow_executor(executor: str, gpus_per_job: float = 0.0) -> None:
+    """Before any work: a known executor, Ray installed when asked for, GPUs only under Ray.
+
+    Raises:
+        ULiraError: an unknown executor, or GPUs per job out of range or without Ray.
+        RayNotInstalledError: ``ray`` asked for but not installed.
+    """
+    if executor not in SHADOW_EXECUTORS:
+        raise ULiraError(f"unknown executor {executor!r}; allowed: {', '.join(SHADOW_EXECUTORS)}")
+    if gpus_per_job < 0 or (gpus_per_job > 0 and executor != "ray"):
+        raise ULiraError(
+            f"gpus_per_job must be >= 0, and > 0 only with executor ray; got {gpus_per_job:g} "
+            f"with {executor}"
+        )
+    if executor == "ray":
+        import_ray("U-LiRA's executor ray")
+
+
+def _run_on_ray(
+    jobs: Sequence[ShadowJob], workers: int, gpus_per_job: float, progress: Any
+) -> list[ShadowResult]:
+    """Run ``jobs`` as Ray tasks, at most ``workers`` at a time; results in job order."""
+    # The cache is written by workers that may start in another directory.
+    shared = [
+        job
+        if job.cache_dir is None
+        else dataclasses.replace(job, cache_dir=str(Path(job.cache_dir).resolve()))
+        for job in jobs
+    ]
+    with ray_session(quiet=True) as ray:
+        task = ray.remote(_ray_shadow)
+        options = {"num_cpus": 1, "num_gpus": gpus_per_job, "max_retries": 0}
+        results: dict[int, ShadowResult] = {}
+        in_flight: dict[Any, int] = {}
+        queue = list(enumerate(shared))
+        while queue or in_flight:
+            while queue and len(in_flight) < workers:
+                index, job = queue.pop(0)
+                named = task.options(name=f"U-LiRA shadow {job.shadow}", **options)
+                in_flight[named.remote(job)] = index
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                index = in_flight.pop(ref)
+                results[index] = ray.get(ref)  # a job's error surfaces as soon as it happens
+                progress.update()
+    return [results[index] for index in range(len(jobs))]
+
+
+def run_shadow_jobs(
+    jobs: Sequence[ShadowJob],
+    *,
+    workers: int = 1,
+    quiet: bool = True,
+    executor: str = "local",
+    gpus_per_job: float = 0.0,
+) -> list[ShadowResult]:
+    """Run shadow jobs; results come back in job order whichever way they ran.
+
+    ``executor="local"``: serially in this process (``workers=1``) or in a spawn-context process
+    pool of ``workers`` processes. ``executor="ray"``: as Ray tasks, at most ``workers`` at a
+    time, each asking for one CPU (and ``gpus_per_job`` GPUs).
+
+    Each pool worker and each Ray task runs with one torch thread. A serial run gives the same
+    numbers as the others when this process also uses one thread (``torch.set_num_threads(1)``);
+    with more threads the last bits of convolutions may differ.
+
+    Raises:
+        ULiraError: ``workers`` < 1, an unknown executor, GPUs without Ray.
+        RayNotInstalledError: ``ray`` asked for but not installed.
     """
     if workers < 1:
         raise ULiraError(f"jobs must be >= 1, got {workers}")
+    check_shadow_executor(executor, gpus_per_job)
     progress = tqdm(total=len(jobs), desc="U-LiRA shadows", disable=quiet, leave=False)
     results: list[ShadowResult] = []
-    if workers == 1:
+    if executor == "ray":
+        results = _run_on_ray(jobs, workers, gpus_per_job, progress)
+    elif workers == 1:
         for job in jobs:
             results.append(run_shadow(job))
             progress.update()
@@ -458,6 +536,8 @@ def run_ulira(
     jobs: int = 1,
     cache_dir: str | Path | None = None,
     quiet: bool = False,
+    executor: str = "local",
+    gpus_per_job: float = 0.0,
 ) -> list[ShadowResult]:
     """Plan (:func:`plan_shadow_jobs`) and run (:func:`run_shadow_jobs`) a U-LiRA audit of
     ``method`` under ``train_config``; feed the results to :func:`ulira_attack`.
@@ -469,13 +549,16 @@ def run_ulira(
         num_targets: T target examples.
         seed: seeds everything; the same seed gives the same results.
         unlearn_layer: config layer over the method's shipped preset.
-        jobs: processes; 1 runs in this process.
+        jobs: processes (1 runs in this process), or Ray tasks at once under ``executor="ray"``.
         cache_dir: cache of trained shadows shared between audits of several methods.
         quiet: no progress bar.
+        executor: ``local`` or ``ray`` (:func:`run_shadow_jobs`).
+        gpus_per_job: GPUs each Ray task asks for (a CUDA recipe needs > 0 under Ray).
 
     Returns:
         One :class:`ShadowResult` per shadow, in shadow order.
     """
+    check_shadow_executor(executor, gpus_per_job)  # before planning loads the data
     planned = plan_shadow_jobs(
         train_config,
         method,
@@ -486,7 +569,9 @@ def run_ulira(
         cache_dir=cache_dir,
     )
     started = time.perf_counter()
-    results = run_shadow_jobs(planned, workers=jobs, quiet=quiet)
+    results = run_shadow_jobs(
+        planned, workers=jobs, quiet=quiet, executor=executor, gpus_per_job=gpus_per_job
+    )
     logger.info(
         "U-LiRA %s: %d shadows x %d targets in %.1f s (%d from cache)",
         method,
@@ -509,31 +594,41 @@ def ulira_audit(
     jobs: int = 1,
     cache_dir: str | Path | None = None,
     quiet: bool = False,
+    executor: str = "local",
+    gpus_per_job: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """U-LiRA of several methods on the same shadows and targets: method -> attack metrics
     (:func:`ulira_attack`) plus ``seconds`` (wall-clock of that method's shadows, training
-    included unless it came from ``cache_dir``)."""
+    included unless it came from ``cache_dir``). ``executor``, ``gpus_per_job``: as
+    :func:`run_ulira`; Ray is started (or joined) once for all the methods."""
+    check_shadow_executor(executor, gpus_per_job)
     report: dict[str, dict[str, float]] = {}
-    for method in methods:
-        started = time.perf_counter()
-        results = run_ulira(
-            train_config,
-            method,
-            num_shadows=num_shadows,
-            num_targets=num_targets,
-            seed=seed,
-            unlearn_layer=(unlearn_layers or {}).get(method),
-            jobs=jobs,
-            cache_dir=cache_dir,
-            quiet=quiet,
-        )
-        report[method] = {**ulira_attack(results), "seconds": time.perf_counter() - started}
+    # One Ray for every method (each run would otherwise start and stop its own).
+    with ray_session(quiet=True) if executor == "ray" else contextlib.nullcontext():
+        for method in methods:
+            started = time.perf_counter()
+            results = run_ulira(
+                train_config,
+                method,
+                num_shadows=num_shadows,
+                num_targets=num_targets,
+                seed=seed,
+                unlearn_layer=(unlearn_layers or {}).get(method),
+                jobs=jobs,
+                cache_dir=cache_dir,
+                quiet=quiet,
+                executor=executor,
+                gpus_per_job=gpus_per_job,
+            )
+            report[method] = {**ulira_attack(results), "seconds": time.perf_counter() - started}
     return report
 
 
 __all__ = [
     "SHADOW_CACHE_FORMAT",
+    "SHADOW_EXECUTORS",
     "ShadowJob",
+    "check_shadow_executor",
     "plan_shadow_jobs",
     "run_shadow",
     "run_shadow_jobs",
