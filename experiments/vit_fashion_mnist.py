@@ -1,0 +1,227 @@
+"""Issue 17, item 5: contrastive unlearning on a small ViT trained from scratch (timm).
+
+The study is the bench preset ``vit-fashion-mnist`` (src/conun/configs/bench/): timm's ViT-small
+cut down to patches of 4, depth 6, width 192, trained without augmentation on a seeded
+12,000-sample subset of Fashion-MNIST (configs/train/fashion-mnist-vit.yaml); class 5 and 500
+random samples; contrastive against retrain and the three baselines with the lowest Avg. Gap of
+the small_cnn table (salun, fisher, ssd / finetune, bad_teacher, neggrad_plus); 3 seeds. This
+script runs that grid (resumably: rerun the same command after an interruption), then writes
+into ``--out``, besides the bench's own files (cells/, originals/, table.md, table.csv):
+
+- ``rows.json``: one row per cell (seed, request, method, seconds, metrics);
+- ``README.md``: command, machine, versions, wall time, and the issue's acceptance checks per
+  seed: class 5 forget train and forget test <= 1%, retained-class test accuracy within 1.5
+  points of retrain's, contrastive seconds <= 1/10 of retrain's.
+
+    python experiments/vit_fashion_mnist.py --out experiments/results/vit-fashion-mnist
+
+``--time-epoch`` only times one training epoch of the ViT on a 6,000-sample subset (90% of it
+trained on, the rest held out as validation) and prints what the full grid would cost at that
+speed; it writes nothing. Needs ``pip install 'conun[timm]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conun.bench import load_bench_preset, plan_bench, run_bench
+from conun.config import build_train_config
+from conun.reproducibility import versions
+from conun.workflows.outputs import CELLS_DIR
+from conun.workflows.training import train_original
+
+PRESET = "vit-fashion-mnist"
+CLASS_REQUEST = "class5"
+FORGET_LIMIT = 0.01
+"""Class 5's forget train and forget test accuracy must be at most this (1%)."""
+RETAIN_GAP = 0.015
+"""Retained-class test accuracy within this of retrain's (1.5 points)."""
+TIME_RATIO = 0.1
+"""Contrastive seconds at most this fraction of retrain's."""
+
+
+def cell_rows(out: Path, seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per finished cell of ``out`` (seed-major), read from its results.json."""
+    rows = []
+    for seed in seeds:
+        for path in sorted((out / CELLS_DIR / str(seed)).glob("*/*/results.json")):
+            document = json.loads(path.read_text(encoding="utf-8"))
+            (run,) = document["runs"]
+            rows.append(
+                {
+                    "seed": seed,
+                    "request": path.parent.parent.name,
+                    "method": run["method"],
+                    "scenario": run["scenario"],
+                    "seconds": run["seconds"],
+                    "metrics": run["metrics"],
+                }
+            )
+    return rows
+
+
+def acceptance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's checks on the class-5 request, per seed that has both contrastive and
+    retrain rows.
+
+    Returns:
+        Per seed: the numbers checked, each check's verdict and ``passed`` (all of them).
+    """
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        if row["request"] == CLASS_REQUEST and row["method"] in ("contrastive", "retrain"):
+            found.setdefault(row["seed"], {})[row["method"]] = row
+    checks = []
+    for seed, methods in sorted(found.items()):
+        if set(methods) != {"contrastive", "retrain"}:
+            continue
+        ours, retrain = methods["contrastive"], methods["retrain"]
+        metrics = ours["metrics"]
+        gap = metrics["retain_test_acc"] - retrain["metrics"]["retain_test_acc"]
+        ratio = ours["seconds"] / retrain["seconds"]
+        verdicts = {
+            "forget_train": metrics["forget_train_acc"] <= FORGET_LIMIT,
+            "forget_test": metrics["forget_test_acc"] <= FORGET_LIMIT,
+            "retain_test_gap": abs(gap) <= RETAIN_GAP,
+            "time_ratio": ratio <= TIME_RATIO,
+        }
+        checks.append(
+            {
+                "seed": seed,
+                "forget_train_acc": metrics["forget_train_acc"],
+                "forget_test_acc": metrics["forget_test_acc"],
+                "retain_test_gap": gap,
+                "time_ratio": ratio,
+                "verdicts": verdicts,
+                "passed": all(verdicts.values()),
+            }
+        )
+    return checks
+
+
+def machine() -> str:
+    """CPU or GPU, cores and threads, in one line."""
+    if torch.cuda.is_available():
+        device = f"GPU {torch.cuda.get_device_name(0)}"
+    else:
+        device = f"no GPU, {platform.processor() or platform.machine()}"
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {device}; "
+        f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+
+
+def readme(command: str, seconds: float, rows: list[dict[str, Any]], table: str) -> str:
+    """README.md of the results directory."""
+    try:
+        timm_version = metadata.version("timm")
+    except metadata.PackageNotFoundError:
+        timm_version = "not installed"
+    found = {**versions(), "timm": timm_version}
+    checks = acceptance(rows)
+    lines = [
+        "# Contrastive unlearning on a small ViT (timm) trained from scratch, Fashion-MNIST",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        f"- Machine: {machine()}.",
+        f"- Versions: {', '.join(f'{key} {value}' for key, value in found.items())}.",
+        f"- Wall time of this invocation: {seconds:,.0f} s = {seconds / 60:.1f} min "
+        "(cells finished by an earlier invocation are not recomputed).",
+        "- Setting: bench preset `vit-fashion-mnist` and train recipe `fashion-mnist-vit` "
+        "(src/conun/configs/): their comments say where each number comes from.",
+        "",
+        "## Acceptance (class 5, per seed)",
+        "",
+        "| seed | forget train | forget test | retain test - retrain's | x retrain | passed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for check in checks:
+        failed = [name for name, ok in check["verdicts"].items() if not ok]
+        lines.append(
+            f"| {check['seed']} | {100 * check['forget_train_acc']:.2f} % | "
+            f"{100 * check['forget_test_acc']:.2f} % | "
+            f"{100 * check['retain_test_gap']:+.2f} points | {check['time_ratio']:.3f} | "
+            f"{'NO: ' + ', '.join(failed) if failed else 'yes'} |"
+        )
+    verdict = "every seed passes" if checks and all(c["passed"] for c in checks) else "FAILS"
+    lines += [
+        "",
+        f"Checks: forget train and forget test <= {100 * FORGET_LIMIT:g}%, retained-class test "
+        f"within {100 * RETAIN_GAP:g} points of retrain's, contrastive <= {TIME_RATIO:g} x "
+        f"retrain's seconds: **{verdict}**.",
+        "",
+        "## Table (from the cells)",
+        "",
+        table,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def time_epoch(samples: int) -> None:
+    """Time one training epoch on ``samples`` samples; print the grid's projected cost."""
+    recipe = build_train_config("fashion-mnist", preset="fashion-mnist-vit")
+    config = build_train_config(
+        "fashion-mnist", [{"max_train_samples": samples, "epochs": 1}], preset="fashion-mnist-vit"
+    )
+    trained = train_original(config, None, quiet=True)
+    seconds = trained.results.runs[0].seconds
+    fit = len(trained.data.train) - len(trained.meta.validation)
+    per_image = seconds / fit
+    total = min(recipe.max_train_samples or 60_000, 60_000)
+    per_training = per_image * round(total * (1 - recipe.validation_fraction)) * recipe.epochs
+    plan = plan_bench(load_bench_preset(PRESET))
+    trainings = len(plan.seeds) * (1 + len(plan.requests))  # each seed: original, a retrain each
+    print(f"{machine()}")
+    print(f"one epoch on {fit} images: {seconds:.1f} s ({1000 * per_image:.1f} ms per image)")
+    print(
+        f"recipe ({total} samples, {recipe.epochs} epochs): {per_training / 60:.0f} min per "
+        f"training; {trainings} trainings in the grid: {trainings * per_training / 3600:.1f} h "
+        "before the unlearning methods and audits"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/vit-fashion-mnist"))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--time-epoch",
+        type=int,
+        metavar="N",
+        nargs="?",
+        const=6000,
+        help="only time one epoch on an N-sample subset (default 6000) and print the estimate",
+    )
+    args = parser.parse_args()
+    if args.time_epoch is not None:
+        time_epoch(args.time_epoch)
+        return
+    command = "python " + " ".join(sys.argv)
+    started = time.perf_counter()
+    run_bench(PRESET, out=args.out, seeds=args.seeds, quiet=args.quiet)
+    seconds = time.perf_counter() - started
+    rows = cell_rows(args.out, args.seeds)
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    table = (args.out / "table.md").read_text(encoding="utf-8")
+    (args.out / "README.md").write_text(readme(command, seconds, rows, table), encoding="utf-8")
+    for check in acceptance(rows):
+        print(f"seed {check['seed']}: {'passed' if check['passed'] else check['verdicts']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""experiments/vit_fashion_mnist.py (issue 17, item 5): the acceptance checks it computes from
+the bench's cells, on hand-written cells (the study itself trains ViTs for hours)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "vit_fashion_mnist.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    """The script as a module (experiments/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("vit_fashion_mnist", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vit_fashion_mnist"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_cell(
+    out: Path, seed: int, request: str, method: str, seconds: float, **metrics: float
+) -> None:
+    directory = out / "cells" / str(seed) / request / method
+    directory.mkdir(parents=True)
+    run = {"method": method, "scenario": "class", "seconds": seconds, "metrics": metrics}
+    (directory / "results.json").write_text(json.dumps({"seed": seed, "runs": [run]}))
+
+
+def test_acceptance_checks_each_seed_against_its_retrain(
+    script: ModuleType, tmp_path: Path
+) -> None:
+    class_metrics = {"forget_train_acc": 0.0, "forget_test_acc": 0.0}
+    for seed, retain in ((0, 0.905), (1, 0.880)):
+        write_cell(tmp_path, seed, "class5", "retrain", 600.0, **class_metrics, retain_test_acc=0.9)
+        write_cell(
+            tmp_path,
+            seed,
+            "class5",
+            "contrastive",
+            30.0 if seed == 0 else 70.0,  # seed 1: over a tenth of retrain's time
+            forget_train_acc=0.004,
+            forget_test_acc=0.01,  # at the 1% limit: passes
+            retain_test_acc=retain,  # seed 1: 2 points below retrain's
+        )
+        write_cell(tmp_path, seed, "samples500", "contrastive", 1.0, forget_train_acc=0.9)
+    rows = script.cell_rows(tmp_path, [0, 1])
+    assert len(rows) == 6 and {row["request"] for row in rows} == {"class5", "samples500"}
+    first, second = script.acceptance(rows)
+    assert first["passed"] and first["time_ratio"] == pytest.approx(0.05)
+    assert first["retain_test_gap"] == pytest.approx(0.005)
+    assert second["verdicts"] == {
+        "forget_train": True,
+        "forget_test": True,
+        "retain_test_gap": False,
+        "time_ratio": False,
+    }
+    text = script.readme("python x", 12.0, rows, "| table |")
+    assert "NO: retain_test_gap, time_ratio" in text and "**FAILS**" in text
+    assert "| 0 | 0.40 % | 1.00 % | +0.50 points | 0.050 | yes |" in text
