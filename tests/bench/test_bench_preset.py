@@ -242,3 +242,35 @@ def test_mini_imagenet_vit_recipe_builds_a_vit_small_on_84_pixel_images() -> Non
     timm_vit: Any = vit.model
     assert timm_vit.patch_embed.grid_size == (7, 7)  # 12x12 patches: 49 tokens
     assert len(timm_vit.blocks) == 12
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "svhn"])
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_paper_protocol_presets_per_model_with_the_projection_head(
+    dataset: str, depth: int
+) -> None:
+    plan = plan_bench(load_bench_preset(f"paper-{dataset}-resnet{depth}-proj"))
+    config = plan.train_configs[0]
+    assert (config.dataset, config.model, config.augment) == (
+        dataset,
+        f"resnet{depth}_proj",
+        False,
+    )
+    # The authors' released train.py recipe (the paper lists none).
+    assert (config.epochs, config.batch_size, config.schedule) == (100, 256, "cosine")
+    assert (config.optimizer.lr, config.optimizer.weight_decay) == (0.1, 1e-4)
+    assert plan.seeds == [0, 1, 2] and plan.preset.audit
+    assert plan.methods["class5"][2:] == [
+        "contrastive",
+        "boundary_shrink",
+        "boundary_expanding",
+        "scrub",
+        "unsir",
+    ]
+    assert plan.methods["samples500"][2:] == [
+        "contrastive",
+        "finetune",
+        "neggrad",
+        "fisher",
+        "lcodec",
+    ]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conun.losses import contrastive_unlearning_loss
+from conun.losses import (
+    contrastive_unlearning_loss,
+    release_contrastive_unlearning_loss,
+    relu_embedding,
+)
 
 
 def loop_reference(
@@ -180,3 +185,187 @@ def test_anchor_weights_scale_each_anchors_term_over_all_anchors() -> None:
         contrastive_unlearning_loss(
             forget_z, forget_y, retain_z, retain_y, anchor_weights=torch.ones(3)
         )
+
+
+# -- the authors' released code (github.com/Hongkyu-Lee/Contrastive-Unlearning) ---------------
+
+
+def release_loss_v1(
+    u_feat: torch.Tensor,
+    rt_feat: torch.Tensor,
+    u_label: torch.Tensor,
+    rt_label: torch.Tensor,
+    temperature: float,
+    single_class: bool,
+) -> torch.Tensor:
+    """A line-by-line transcription of ``UnlearnTrainer.Loss_v1`` (core/trainer/unlearn/
+    unlearn.py of the release), with ``temperature == base_temperature`` as there."""
+    u_label = u_label.contiguous().view(-1, 1)
+    rt_label = rt_label.contiguous().view(-1, 1)
+    mask = torch.eq(u_label, rt_label.T)
+    neg_mask = (~mask).clone().float()
+    pos_mask = mask.clone().float()
+    neg_add_mask = (~(pos_mask.sum(1).bool())).int().contiguous().view(-1, 1)
+    logits = torch.div(torch.matmul(u_feat, rt_feat.T), temperature)
+    logits_max, _ = torch.max(logits, dim=1, keepdim=True)
+    logits = logits - logits_max.detach()
+    exp_logits = torch.exp(logits) + 1e-20
+    neg_logits = logits * neg_mask
+    pos_logits = (exp_logits * pos_mask).sum(1, keepdim=True)
+    if single_class:
+        pos_logits = pos_logits + neg_add_mask
+    log_prob = neg_logits - torch.log(pos_logits)
+    mean_log_prob = log_prob.sum(1) / neg_mask.sum(1)
+    return (-mean_log_prob).mean()
+
+
+def _value_and_gradients(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    forget_z: torch.Tensor,
+    retain_z: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    f, r = forget_z.clone().requires_grad_(), retain_z.clone().requires_grad_()
+    value = loss_fn(f, r)
+    value.backward()
+    assert f.grad is not None and r.grad is not None
+    return value.detach(), f.grad, r.grad
+
+
+@pytest.mark.parametrize("class_scenario", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_release_loss_matches_the_release_on_finite_inputs(class_scenario: bool, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    # 3 classes over 60 retain samples: every anchor has a positive and a negative (finite).
+    forget_z, retain_z = random_embeddings(20, 8, g), random_embeddings(60, 8, g)
+    forget_y = torch.randint(0, 3, (20,), generator=g)
+    retain_y = torch.arange(60) % 3
+    if class_scenario:
+        forget_y[:5] = 3  # anchors with no positive: the release's single_class branch
+    ours = _value_and_gradients(
+        lambda f, r: release_contrastive_unlearning_loss(
+            f, forget_y, r, retain_y, temperature=0.7, class_scenario=class_scenario
+        ),
+        forget_z,
+        retain_z,
+    )
+    release = _value_and_gradients(
+        lambda f, r: release_loss_v1(f, r, forget_y, retain_y, 0.7, class_scenario),
+        forget_z.double(),
+        retain_z.double(),
+    )
+    for got, want in zip(ours, release, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_release_loss_weighs_the_push_term_by_retain_over_other_class() -> None:
+    g = torch.Generator().manual_seed(3)
+    forget_z, retain_z = random_embeddings(16, 8, g), random_embeddings(40, 8, g)
+    forget_y, retain_y = torch.randint(0, 4, (16,), generator=g), torch.arange(40) % 4
+    similarity = forget_z.double() @ retain_z.double().T / 0.7
+    same = forget_y[:, None] == retain_y[None, :]
+    other_mean = (similarity * ~same).sum(1) / (~same).sum(1)
+    push = torch.logsumexp(similarity.masked_fill(~same, float("-inf")), dim=1)
+    row_max = similarity.max(dim=1).values
+    weight = 40 / (~same).sum(1)  # n_retain / |N(i)| = 40 / 30
+    want = (-other_mean + weight * push + row_max * (1 - weight)).mean()
+    got = release_contrastive_unlearning_loss(forget_z, forget_y, retain_z, retain_y)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    # ... and differs from the paper's unweighted push term.
+    paper = contrastive_unlearning_loss(forget_z, forget_y, retain_z, retain_y)
+    assert abs(float(got) - float(paper)) > 1e-3
+
+
+def test_release_class_branch_has_the_papers_gradient_without_positives() -> None:
+    g = torch.Generator().manual_seed(4)
+    forget_z, retain_z = random_embeddings(10, 8, g), random_embeddings(30, 8, g)
+    forget_y, retain_y = torch.full((10,), 5), torch.arange(30) % 5
+    release = _value_and_gradients(
+        lambda f, r: release_contrastive_unlearning_loss(
+            f, forget_y, r, retain_y, class_scenario=True
+        ),
+        forget_z,
+        retain_z,
+    )
+    paper = _value_and_gradients(
+        lambda f, r: contrastive_unlearning_loss(f, forget_y, r, retain_y), forget_z, retain_z
+    )
+    # No push term: l_i = -mean_N s + m_i, the paper's pull plus the detached row maximum.
+    row_max = (forget_z @ retain_z.T / 0.7).max(dim=1).values.mean()
+    torch.testing.assert_close(release[0], paper[0] + row_max)
+    for got, want in zip(release[1:], paper[1:], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_release_loss_refuses_the_inputs_where_the_release_is_nan() -> None:
+    g = torch.Generator().manual_seed(5)
+    forget_z, retain_z = random_embeddings(4, 8, g), random_embeddings(6, 8, g)
+    retain_y = torch.tensor([0, 0, 1, 1, 2, 2])
+    no_positive = torch.tensor([0, 1, 2, 3])
+    # The release itself: -inf / NaN.
+    assert not torch.isfinite(
+        release_loss_v1(forget_z, retain_z, no_positive, retain_y, 0.7, False)
+    )
+    with pytest.raises(ValueError, match="no retain sample of its own class"):
+        release_contrastive_unlearning_loss(forget_z, no_positive, retain_z, retain_y)
+    # The class branch puts 1 in the log: finite, and no error.
+    assert torch.isfinite(
+        release_contrastive_unlearning_loss(
+            forget_z, no_positive, retain_z, retain_y, class_scenario=True
+        )
+    )
+    one_class = torch.zeros(6, dtype=torch.long)
+    assert not torch.isfinite(
+        release_loss_v1(forget_z, retain_z, torch.zeros(4, dtype=torch.long), one_class, 0.7, True)
+    )
+    for class_scenario in (False, True):
+        with pytest.raises(ValueError, match="no retain sample of another class"):
+            release_contrastive_unlearning_loss(
+                forget_z,
+                torch.zeros(4, dtype=torch.long),
+                retain_z,
+                one_class,
+                class_scenario=class_scenario,
+            )
+
+
+class _ReleaseHead(torch.nn.Module):
+    """The release's SupConResNet after the encoder (core/model/resnet.py): an MLP projection,
+    normalised, then ``fc = Sequential(ReLU(inplace=True), Linear)`` on the same tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Sequential(
+            torch.nn.Linear(6, 6), torch.nn.ReLU(inplace=True), torch.nn.Linear(6, 5)
+        )
+        self.fc = torch.nn.Sequential(torch.nn.ReLU(inplace=True), torch.nn.Linear(5, 3))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = F.normalize(self.head(x), dim=1)
+        logit = self.fc(feat)
+        return logit, feat
+
+
+def test_relu_embedding_is_what_the_releases_in_place_head_returns() -> None:
+    torch.manual_seed(6)
+    model, x = _ReleaseHead(), torch.randn(12, 6)
+    labels_f, labels_r = torch.tensor([0, 1, 2, 0]), torch.arange(8) % 3
+    # The release: the returned feature tensor, after the head's in-place ReLU.
+    _, feat = model(x)
+    release_loss = release_contrastive_unlearning_loss(
+        feat[:4], labels_f, feat[4:], labels_r, class_scenario=True
+    )
+    release_grads = torch.autograd.grad(release_loss, list(model.head.parameters()))
+    # conun: the normalised projection, then relu_embedding (no in-place op).
+    z = F.normalize(model.head(x), dim=1)
+    assert (z < 0).any()  # the ReLU changes something
+    ours = relu_embedding(z)
+    torch.testing.assert_close(ours, feat.detach())
+    assert (z < 0).any()  # relu_embedding leaves its input alone
+    loss = release_contrastive_unlearning_loss(
+        ours[:4], labels_f, ours[4:], labels_r, class_scenario=True
+    )
+    torch.testing.assert_close(loss, release_loss)
+    for got, want in zip(
+        torch.autograd.grad(loss, list(model.head.parameters())), release_grads, strict=True
+    ):
+        torch.testing.assert_close(got, want)

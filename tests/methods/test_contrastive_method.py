@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from conun.config import read_yaml
+from conun.data.batching import leading_batch, shuffled_batches
+from conun.engine import unlearning as engine_unlearning
 from conun.engine.stopping import accuracy_band
 from conun.evaluation.results import RunRecord
+from conun.losses import contrastive_unlearning_loss, release_contrastive_unlearning_loss
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model
+from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
 
@@ -214,3 +222,158 @@ def test_the_calibrated_default_reaches_its_rule_in_fewer_steps_than_the_accurac
     # omega 4 then, 1 now: optimizer steps.
     assert calibrated.forget_batches < 4 * previous.forget_batches
     assert calibrated.metrics["test_acc"] >= 0.9
+
+
+# -- the authors' released code, reproduced option by option -----------------------------------
+
+RELEASE_OPTIONS = {
+    "embedding": "relu_normalized",
+    "push_weighting": "release",
+    "retain_batches": "first_batches",
+    "forget_order": "fixed",
+}
+
+
+def test_release_embedding_and_push_weighting_in_the_method_loss() -> None:
+    torch.manual_seed(0)
+    # The projection-head variant: its embedding has negative coordinates for the ReLU to cut.
+    model = build_model("small_cnn_proj", num_classes=10, input_shape=(1, 8, 8)).eval()
+    forget_images, retain_images = torch.randn(4, 1, 8, 8), torch.randn(12, 1, 8, 8)
+    forget_y, retain_y = torch.tensor([0, 1, 2, 0]), torch.arange(12) % 3
+    batch = UnlearningBatch(forget_images, forget_y, retain_images, retain_y)
+    features = model.forward_features(torch.cat([forget_images, retain_images])).features
+    z = F.normalize(features.float(), dim=1)
+    for embedding, embedded in (("normalized", z), ("relu_normalized", F.relu(z))):
+        for weighting, loss_fn in (
+            ("paper", contrastive_unlearning_loss),
+            ("release", release_contrastive_unlearning_loss),
+        ):
+            method = ContrastiveUnlearning.for_scenario(
+                "sample",
+                {
+                    "embedding": embedding,
+                    "push_weighting": weighting,
+                    "match_held_out": False,
+                    "lambda_calibration": 0.0,
+                },
+            )
+            terms = method.loss(model, batch)
+            want = loss_fn(embedded[:4], forget_y, embedded[4:], retain_y)
+            torch.testing.assert_close(terms.parts["unlearning"], want.detach())
+    # The two options do change the loss (else the comparison above proves nothing).
+    assert not torch.allclose(
+        release_contrastive_unlearning_loss(z[:4], forget_y, z[4:], retain_y),
+        contrastive_unlearning_loss(z[:4], forget_y, z[4:], retain_y),
+    )
+    assert (z < 0).any()
+
+
+def test_release_push_weighting_follows_the_scenario_and_refuses_nan_inputs() -> None:
+    model = build_model("small_cnn", num_classes=10, input_shape=(1, 8, 8)).eval()
+    # Anchors of class 9: no same-class retain sample. The release's single_class branch is
+    # finite there; its random_sample branch is log 0.
+    batch = UnlearningBatch(
+        torch.randn(3, 1, 8, 8), torch.full((3,), 9), torch.randn(6, 1, 8, 8), torch.arange(6)
+    )
+    class_method = ContrastiveUnlearning.for_scenario("class", {"push_weighting": "release"})
+    assert torch.isfinite(class_method.loss(model, batch).total)
+    sample_method = ContrastiveUnlearning.for_scenario(
+        "sample",
+        {"push_weighting": "release", "match_held_out": False, "lambda_calibration": 0.0},
+    )
+    with pytest.raises(ValueError, match="no retain sample of its own class"):
+        sample_method.loss(model, batch)
+    with pytest.raises(ValueError, match="push_weighting=release cannot be combined"):
+        ContrastiveUnlearning.for_scenario("sample", {"push_weighting": "release"})
+    with pytest.raises(ValueError, match="forget_order"):
+        ContrastiveUnlearning.for_scenario("class", {"forget_order": "random"})
+
+
+def test_release_loop_visits_forget_in_order_with_the_first_retain_batches(
+    digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, trained = digits_run
+    spec = ForgetSpec(classes=(5,), split_style="release")
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    orders: list[list[torch.Tensor]] = []
+    retain_calls: list[tuple[int, int, torch.Tensor]] = []
+
+    def spy_order(*args: Any, **kwargs: Any) -> Iterator[torch.Tensor]:
+        orders.append(list(shuffled_batches(*args, **kwargs)))
+        return iter(orders[-1])
+
+    def spy_leading(indices: torch.Tensor, batch_size: int, step: int, size: int) -> torch.Tensor:
+        batch = leading_batch(indices, batch_size, step, size)
+        retain_calls.append((step, size, batch))
+        return batch
+
+    monkeypatch.setattr(engine_unlearning, "shuffled_batches", spy_order)
+    monkeypatch.setattr(engine_unlearning, "leading_batch", spy_leading)
+    record = run_on_digits(
+        trained,
+        spec,
+        batch_size=16,
+        options={**RELEASE_OPTIONS, "omega": 2, "lambda_ce": 1.0, "detach_retain": False},
+        stopping={"rule": "none", "max_passes": 2, "check_every": None},
+    )
+    assert record.passes == 2
+    # Forget batches in index order, the same order on both passes.
+    expected = list(torch.split(split.forget, 16))
+    assert len(orders) == 2
+    for order in orders:
+        assert [b.tolist() for b in order] == [b.tolist() for b in expected]
+    # Step k of every forget batch: the k-th 16-sample batch of the retain set in index order,
+    # cut to the forget batch's size (the last forget batch is shorter).
+    assert len(retain_calls) == 2 * 2 * len(expected)
+    sizes = [b.numel() for b in expected] * 2
+    for call, (step, size, batch) in enumerate(retain_calls):
+        assert step == call % 2 and size == sizes[call // 2]
+        assert batch.tolist() == split.retain[16 * step : 16 * step + 16][:size].tolist()
+    assert sizes[-1] < 16
+
+
+def test_leading_batch_is_the_loaders_kth_batch_cut_to_size() -> None:
+    indices = torch.arange(100, 150)
+    assert leading_batch(indices, 16, 1, 16).tolist() == list(range(116, 132))
+    assert leading_batch(indices, 16, 3, 5).tolist() == [148, 149]
+    with pytest.raises(ValueError, match="lower omega"):
+        leading_batch(indices, 16, 4, 16)
+
+
+@pytest.mark.parametrize("scenario", ["class", "sample"])
+def test_paper_and_release_presets_validate_and_say_what_they_are(scenario: str) -> None:
+    presets = Path(str(resources.files("conun").joinpath("configs", "unlearn")))
+    built = {}
+    for kind in ("paper", "release"):
+        name = f"contrastive-{kind}-{scenario}.yaml"
+        config = resolve_unlearn_config(
+            "contrastive", scenario, dataset=None, layers=[(name, read_yaml(presets / name))]
+        ).config
+        method = ContrastiveUnlearning.for_scenario(scenario, config.options)  # type: ignore[arg-type]
+        built[kind] = (config, method.settings)
+    paper_options = built["paper"][1]
+    release, release_options = built["release"]
+    # Both: the authors' hyperparameters.
+    for config, options in built.values():
+        assert (options.temperature, options.lambda_ul, options.lambda_ce, options.omega) == (
+            0.7,
+            3.0,
+            1.0,
+            4,
+        )
+        assert config.optimizer.lr == 1e-3 and config.optimizer.weight_decay == 0.0
+        assert config.batch_size == (64 if scenario == "class" else 128)
+        assert config.stopping.eval_set == "test" and config.stopping.check_every is None
+    # The paper's equations vs everything the release does.
+    assert (
+        paper_options.embedding,
+        paper_options.push_weighting,
+        paper_options.retain_batches,
+        paper_options.forget_order,
+    ) == ("normalized", "paper", "random", "shuffled")
+    assert {key: getattr(release_options, key) for key in RELEASE_OPTIONS} == RELEASE_OPTIONS
+    # The release's cadence: after each epoch, on the whole sets, at most 1 / 30 epochs.
+    assert release.stopping.eval_size >= 73_257  # SVHN's training set, the largest
+    assert release.stopping.max_passes == (1 if scenario == "class" else 30)

@@ -56,7 +56,7 @@ def test_defaults_then_dataset_layer_with_their_sources() -> None:
         ("unsir", "class", None, {"optimizer.lr": 0.02, "options.noise_repeats": 20}),
         ("fisher", "class", None, {"batch_size": 8, "options.max_samples": 5000}),
         ("ssd", "sample", None, {"batch_size": 128, "options.selection_weighting": 10.0}),
-        ("contrastive", "sample", None, {"optimizer.lr": 3e-3, "options.lambda_ce": 2.0}),
+        ("contrastive", "sample", None, {"optimizer.lr": 3e-3, "options.lambda_ce": 4.0}),
         ("lcodec", "sample", None, {"batch_size": 64, "options.hessian_samples": 256}),
         ("original", "class", None, {"batch_size": None}),
         # Dataset layers over them.
@@ -133,7 +133,12 @@ def test_every_dataset_layer_names_a_method_scenario_and_valid_keys() -> None:
 def test_generic_method_presets_are_gone() -> None:
     """A method's defaults live in code; the only top-level presets are named alternatives."""
     top_level = sorted(path.name for path in UNLEARN_PRESETS.glob("*.yaml"))
-    assert top_level == ["contrastive-paper-class.yaml", "contrastive-paper-sample.yaml"]
+    assert top_level == [
+        "contrastive-paper-class.yaml",
+        "contrastive-paper-sample.yaml",
+        "contrastive-release-class.yaml",
+        "contrastive-release-sample.yaml",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ def shuffled_batches(
     drop_last: bool = False,
     no_singleton: bool = False,
     min_last: int = 1,
+    shuffle: bool = True,
 ) -> Iterator[Tensor]:
     """One epoch: ``indices`` in a random order, cut into batches.
 
@@ -29,11 +30,13 @@ def shuffled_batches(
         min_last: more generally, a trailing batch of fewer samples joins the batch before it
             (``no_singleton`` is ``min_last=2``); data parallelism asks for two samples per
             process.
+        shuffle: False: ``indices`` in their given order (a sequential data loader's batches),
+            and no random number drawn.
 
     Yields:
         ``(B,)`` int64 index batches.
     """
-    order = indices[torch.randperm(indices.numel(), generator=generator)]
+    order = indices[torch.randperm(indices.numel(), generator=generator)] if shuffle else indices
     stop = order.numel() - (order.numel() % batch_size if drop_last else 0)
     starts = list(range(0, stop, batch_size))
     smallest = max(min_last, 2 if no_singleton else 1)
@@ -92,3 +95,31 @@ class RandomBatchStream:
         batch = self._order[self._position : self._position + self._batch_size]
         self._position += self._batch_size
         return batch
+
+
+def leading_batch(indices: Tensor, batch_size: int, step: int, size: int) -> Tensor:
+    """The ``step``-th batch of ``indices`` in their given order, cut to ``size`` samples.
+
+    What the authors' contrastive unlearning code feeds step ``step`` of every forget batch: it
+    restarts a sequential retain loader for each forget batch, so the same first omega batches
+    come back each time, each cut to the forget batch's size.
+
+    Args:
+        indices: ``(N,)`` int64 indices in loader order.
+        batch_size: the loader's batch size.
+        step: which batch (0-based).
+        size: keep the first ``size`` samples of it.
+
+    Returns:
+        ``(min(size, batch),)`` int64 indices.
+
+    Raises:
+        ValueError: the loader has no batch ``step`` (the release stops with StopIteration).
+    """
+    start = step * batch_size
+    if start >= indices.numel():
+        raise ValueError(
+            f"retain_batches=first_batches: step {step} needs retain batch {step + 1} of "
+            f"{batch_size}, but the retain set has only {indices.numel()} samples; lower omega"
+        )
+    return indices[start : start + batch_size][:size]

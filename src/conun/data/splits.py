@@ -24,6 +24,14 @@ from conun.io import atomic_write_json
 
 Scenario = Literal["class", "sample"]
 
+SplitStyle = Literal["conun", "release"]
+"""How a request becomes index sets. ``conun``: a class request forgets every sample of the
+class, a random request draws its samples with a seed. ``release``: as the authors' contrastive
+unlearning code (github.com/Hongkyu-Lee/Contrastive-Unlearning, core/data/loader.py) does: its
+class split slices the class's indices with ``[:-1]`` (meant as "the whole class"), so the
+class's last sample stays in the retain set; its "random" sample split takes the first N
+indices."""
+
 
 class ForgetRequestError(ValueError):
     """A forget request that cannot be honoured; the message says why and what is allowed."""
@@ -74,6 +82,7 @@ class ForgetRetainSplit:
         *,
         num_classes: int,
         validation: Tensor | None = None,
+        style: SplitStyle = "conun",
     ) -> ForgetRetainSplit:
         """Forget every (non-validation) training sample of ``classes``.
 
@@ -82,7 +91,11 @@ class ForgetRetainSplit:
             classes: the classes to forget.
             num_classes: C, to validate ``classes``.
             validation: held-out indices excluded from forget and retain.
+            style: ``release``: one class only, whose last (highest-index, non-validation)
+                sample stays in the retain set, as in the authors' code (:data:`SplitStyle`).
         """
+        if style not in ("conun", "release"):
+            raise ForgetRequestError(f"split style must be 'conun' or 'release', got {style!r}")
         wanted = sorted({int(c) for c in classes})
         if not wanted:
             raise ForgetRequestError("forget request names no class")
@@ -101,6 +114,16 @@ class ForgetRetainSplit:
         retain = torch.nonzero(~in_classes & ~held_out).flatten()
         if forget.numel() == 0:
             raise ForgetRequestError(f"the training set has no sample of class {wanted}")
+        if style == "release":
+            if len(wanted) != 1 or forget.numel() < 2:
+                raise ForgetRequestError(
+                    "split style 'release' forgets one class with at least 2 samples (the "
+                    f"authors' code keeps its last sample); got classes {wanted} with "
+                    f"{forget.numel()} samples"
+                )
+            # The release's unlearn_idx[:-1]: the class's last sample is retained.
+            retain = torch.sort(torch.cat([retain, forget[-1:]])).values
+            forget = forget[:-1]
         return cls(
             "class",
             int(labels.shape[0]),
@@ -142,6 +165,35 @@ class ForgetRetainSplit:
         generator = torch.Generator().manual_seed(seed)
         chosen = pool[torch.randperm(pool.numel(), generator=generator)[:num_samples]]
         return cls._from_forget_indices(num_train, chosen, held_out, seed=seed)
+
+    @classmethod
+    def from_leading(
+        cls,
+        num_train: int,
+        *,
+        num_samples: int | None = None,
+        fraction: float | None = None,
+        validation: Tensor | None = None,
+    ) -> ForgetRetainSplit:
+        """Forget the first ``num_samples`` (or ``fraction`` of the) non-validation samples in
+        index order: the authors' code's "random" sample split (split style ``release``).
+        """
+        if (num_samples is None) == (fraction is None):
+            raise ForgetRequestError("give exactly one of num_samples or fraction")
+        held_out = _validation_mask(num_train, validation)
+        pool = torch.nonzero(~held_out).flatten()
+        if fraction is not None:
+            if not 0 < fraction < 1:
+                raise ForgetRequestError(f"forget fraction must be in (0, 1), got {fraction}")
+            num_samples = max(1, round(fraction * pool.numel()))
+        assert num_samples is not None
+        if not 0 < num_samples < pool.numel():
+            raise ForgetRequestError(
+                f"cannot forget {num_samples} samples: must be between 1 and "
+                f"{pool.numel() - 1} (the training set has {pool.numel()} samples outside the "
+                "validation split, and at least one must be retained)"
+            )
+        return cls._from_forget_indices(num_train, pool[:num_samples], held_out)
 
     @classmethod
     def from_ids(

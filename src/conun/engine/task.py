@@ -143,6 +143,15 @@ class LoopHooks(Protocol):
         """Keep BatchNorm running statistics fixed during unlearning."""
         ...
 
+    def forget_order(self) -> Literal["shuffled", "fixed"]:
+        """``shuffled``: a fresh random batch order each pass; ``fixed``: index order."""
+        ...
+
+    def retain_batches(self) -> Literal["random", "first_batches"]:
+        """``random``: a fresh random retain batch per step; ``first_batches``: step k of
+        every forget batch uses the k-th retain batch in index order, cut to its size."""
+        ...
+
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         """Once, before the optimizer is built: masks, teachers, ..."""
         ...

@@ -3,9 +3,11 @@ shared by every loop-based method.
 
 until the stopping rule holds (checked every k batches, k chosen so that checks stay a small
 share of the run; or after each pass, as the paper):
-    for each forget batch (a fresh random order each pass):
+    for each forget batch (a fresh random order each pass; index order if
+    method.forget_order() == "fixed"):
         repeat method.steps_per_forget_batch() times (omega):
-            draw a fresh random retain batch
+            draw a fresh random retain batch (or, if method.retain_batches() == "first_batches",
+            the step's batch of the retain set in index order, as the authors' code)
             loss = method.loss(model, batch); one optimizer step
 
 The stopping checks and history, the batch loading, the timing and the resumable states are
@@ -21,7 +23,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from conun.data.batching import RandomBatchStream, shuffled_batches
+from conun.data.batching import RandomBatchStream, leading_batch, shuffled_batches
 from conun.distributed.device import prepare_model
 from conun.distributed.group import context
 from conun.engine.monitor import (
@@ -126,6 +128,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     order: list[torch.Tensor] | None = None
     position = 0
     steps = method.steps_per_forget_batch() if over_forget else 1
+    # The authors' code's retain stream (method.retain_batches() == "first_batches").
+    leading_retain = over_forget and method.retain_batches() == "first_batches"
     # Images one batch trains on: its driver batch and the other set's batch of each step.
     retain_images = method.retain_batch_size(batch_size) if method.uses_retain else 0
     forget_images = method.forget_batch_size(batch_size) if method.uses_forget else 0
@@ -212,7 +216,11 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             # the batch before it; one process keeps the plain order.
             order = list(
                 shuffled_batches(
-                    driver, batch_size, generator=task.generator, min_last=ranks.world_size
+                    driver,
+                    batch_size,
+                    generator=task.generator,
+                    min_last=ranks.world_size,
+                    shuffle=method.forget_order() == "shuffled",
                 )
             )
             position = 0
@@ -228,7 +236,16 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 retain = load(driver_index)
             for step in range(steps):
                 if over_forget and method.uses_retain:
-                    retain = load(retain_stream.next())
+                    retain = load(
+                        leading_batch(
+                            split.retain,
+                            method.retain_batch_size(batch_size),
+                            step,
+                            driver_index.numel(),
+                        )
+                        if leading_retain
+                        else retain_stream.next()
+                    )
                 if not over_forget and method.uses_forget:
                     forget = load(forget_stream.next())
                 with autocast:

@@ -1,11 +1,17 @@
 """Loss functions as pure tensor functions."""
 
 from conun.losses.calibration import calibration_loss, logit_confidence, matched_targets
-from conun.losses.contrastive import contrastive_unlearning_loss
+from conun.losses.contrastive import (
+    contrastive_unlearning_loss,
+    release_contrastive_unlearning_loss,
+    relu_embedding,
+)
 
 __all__ = [
     "calibration_loss",
     "contrastive_unlearning_loss",
     "logit_confidence",
     "matched_targets",
+    "release_contrastive_unlearning_loss",
+    "relu_embedding",
 ]

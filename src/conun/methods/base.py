@@ -245,6 +245,17 @@ class LoopMethod(UnlearningMethod):
         """Keep BatchNorm running statistics fixed during unlearning."""
         return False
 
+    def forget_order(self) -> Literal["shuffled", "fixed"]:
+        """Order of the batches of a pass: ``shuffled`` (a fresh random order each pass) or
+        ``fixed`` (index order every pass, as a sequential data loader gives)."""
+        return "shuffled"
+
+    def retain_batches(self) -> Literal["random", "first_batches"]:
+        """Retain batch of step k of a forget batch: ``random`` (a fresh random batch each
+        step) or ``first_batches`` (the k-th batch of the retain set in index order, the same
+        for every forget batch, cut to the forget batch's size)."""
+        return "random"
+
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         """Called once, with ``model`` already on its device, before the optimizer is built:
         compute masks, copy teachers, etc. Draw randomness from ``task.generator`` only."""
