@@ -147,23 +147,9 @@ class ForgetRetainSplit:
 
         The draw depends on ``seed`` only, through its own generator.
         """
-        if (num_samples is None) == (fraction is None):
-            raise ForgetRequestError("give exactly one of num_samples or fraction")
-        held_out = _validation_mask(num_train, validation)
-        pool = torch.nonzero(~held_out).flatten()
-        if fraction is not None:
-            if not 0 < fraction < 1:
-                raise ForgetRequestError(f"forget fraction must be in (0, 1), got {fraction}")
-            num_samples = max(1, round(fraction * pool.numel()))
-        assert num_samples is not None
-        if not 0 < num_samples < pool.numel():
-            raise ForgetRequestError(
-                f"cannot forget {num_samples} samples: must be between 1 and "
-                f"{pool.numel() - 1} (the training set has {pool.numel()} samples outside the "
-                "validation split, and at least one must be retained)"
-            )
+        held_out, pool, count = _sample_pool(num_train, num_samples, fraction, validation)
         generator = torch.Generator().manual_seed(seed)
-        chosen = pool[torch.randperm(pool.numel(), generator=generator)[:num_samples]]
+        chosen = pool[torch.randperm(pool.numel(), generator=generator)[:count]]
         return cls._from_forget_indices(num_train, chosen, held_out, seed=seed)
 
     @classmethod
@@ -178,22 +164,8 @@ class ForgetRetainSplit:
         """Forget the first ``num_samples`` (or ``fraction`` of the) non-validation samples in
         index order: the authors' code's "random" sample split (split style ``release``).
         """
-        if (num_samples is None) == (fraction is None):
-            raise ForgetRequestError("give exactly one of num_samples or fraction")
-        held_out = _validation_mask(num_train, validation)
-        pool = torch.nonzero(~held_out).flatten()
-        if fraction is not None:
-            if not 0 < fraction < 1:
-                raise ForgetRequestError(f"forget fraction must be in (0, 1), got {fraction}")
-            num_samples = max(1, round(fraction * pool.numel()))
-        assert num_samples is not None
-        if not 0 < num_samples < pool.numel():
-            raise ForgetRequestError(
-                f"cannot forget {num_samples} samples: must be between 1 and "
-                f"{pool.numel() - 1} (the training set has {pool.numel()} samples outside the "
-                "validation split, and at least one must be retained)"
-            )
-        return cls._from_forget_indices(num_train, pool[:num_samples], held_out)
+        held_out, pool, count = _sample_pool(num_train, num_samples, fraction, validation)
+        return cls._from_forget_indices(num_train, pool[:count], held_out)
 
     @classmethod
     def from_ids(
@@ -429,6 +401,29 @@ _MAX_ID = 2**63 - 1
 _MIN_ID = -(2**63)
 """Ids outside int64 cannot even be compared with the training set's size as tensors; they are
 refused when read (ids inside it but out of the set's range are refused by the split)."""
+
+
+def _sample_pool(
+    num_train: int, num_samples: int | None, fraction: float | None, validation: Tensor | None
+) -> tuple[Tensor, Tensor, int]:
+    """A sample request's checked size: ``(held_out (num_train,) bool, pool (P,) indices outside
+    the validation split, count)`` with ``0 < count < P``."""
+    if (num_samples is None) == (fraction is None):
+        raise ForgetRequestError("give exactly one of num_samples or fraction")
+    held_out = _validation_mask(num_train, validation)
+    pool = torch.nonzero(~held_out).flatten()
+    if fraction is not None:
+        if not 0 < fraction < 1:
+            raise ForgetRequestError(f"forget fraction must be in (0, 1), got {fraction}")
+        num_samples = max(1, round(fraction * pool.numel()))
+    assert num_samples is not None
+    if not 0 < num_samples < pool.numel():
+        raise ForgetRequestError(
+            f"cannot forget {num_samples} samples: must be between 1 and "
+            f"{pool.numel() - 1} (the training set has {pool.numel()} samples outside the "
+            "validation split, and at least one must be retained)"
+        )
+    return held_out, pool, num_samples
 
 
 def _validation_mask(num_train: int, validation: Tensor | None) -> Tensor:
