@@ -143,7 +143,9 @@ def test_interrupted_driver_then_rerun_redoes_no_finished_cell(
 
     report = run_bench("smoke", out=out, quiet=True, executor="ray", workers=2)
     assert {(cell.request, cell.method) for cell in report.ran} == redo - done
-    assert len(report.skipped) == 5
+    # The smoke grid's 8 cells: the 4 never removed and those of `redo` that beat the
+    # cancellation are skipped (1 or 2 of them, depending on which in-flight cell ends first).
+    assert len(report.skipped) == 8 - len(redo - done)
     # nothing finished before the rerun was written again (originals included)
     assert {path: results_mtimes(out)[path] for path in finished} == finished
     assert set(kept) <= set(finished)
