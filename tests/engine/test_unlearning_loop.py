@@ -5,6 +5,7 @@ resume, save points rounded up to a loop's unit, batches on the device."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conun.engine import monitor as monitor_module
 from conun.engine.monitor import BatchLoader, LoopResume, RunClock, StoppingMonitor
 from conun.engine.resume import Resumable
+from conun.engine.stopping import RuleCheck
 from conun.engine.task import UnlearningTask
 from conun.engine.training import NonFiniteLossError
 from conun.methods.base import LossTerms, UnlearningBatch
@@ -93,6 +96,43 @@ def test_the_monitor_records_checks_in_order_and_carries_them_over_a_resume(
     resumed.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
     assert resumed.history == monitor.history and resumed.last == monitor.last
     assert resumed.check_seconds == monitor.check_seconds and not resumed.holds
+
+
+def test_a_cheaper_check_reuses_the_held_out_logits_unless_it_would_stop(
+    digits_run: tuple[Path, TrainedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, trained = digits_run
+    task = digits_task(trained, stopping={"rule": "auto"})
+    monitor = StoppingMonitor.for_task(task, task.model)
+    evaluated: list[int] = []
+    real = monitor_module.subset_logits
+
+    def counted(model: Classifier, subset: object, **kwargs: object) -> torch.Tensor:
+        evaluated.append(len(subset))  # type: ignore[arg-type]
+        return real(model, subset, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(monitor_module, "subset_logits", counted)
+    forget, held_out = len(monitor.sets.forget), len(monitor.sets.held_out)
+    monitor.check({"batch": 0}, reuse_held_out=True)  # nothing to reuse yet
+    assert evaluated == [forget, held_out]
+    monitor.check({"batch": 1}, reuse_held_out=True)  # fails: the forget subset only
+    assert evaluated[2:] == [forget] and monitor.history[-1]["held_out_reused"] == 1
+    # A check that would stop is decided again on fresh held-out logits.
+    decided: list[torch.Tensor] = []
+    real_decide = monitor._decide
+
+    def stops(forget_logits: torch.Tensor, held_out_logits: torch.Tensor) -> RuleCheck:
+        decided.append(held_out_logits)
+        return dataclasses.replace(real_decide(forget_logits, held_out_logits), stop=True)
+
+    monkeypatch.setattr(monitor, "_decide", stops)
+    monitor.check({"batch": 2}, reuse_held_out=True)
+    assert evaluated[3:] == [forget, held_out] and "held_out_reused" not in monitor.history[-1]
+    assert len(decided) == 2 and decided[1] is not decided[0] and monitor.holds
+    # The reused logits travel with a resumable state.
+    resumed = StoppingMonitor.for_task(digits_task(trained, stopping={"rule": "auto"}), task.model)
+    resumed.load_state_tensors(monitor.state_tensors())
+    assert torch.equal(resumed.state_tensors()["monitor_held_out_logits"], decided[1])
 
 
 def test_save_points_are_rounded_up_to_the_loops_unit(
@@ -182,3 +222,41 @@ def test_early_checks_probe_each_short_pass_and_wait_a_quarter_interval_after_fa
     waits = [min(quarter, per_pass * 2**k) for k in range(1, len(batches) - 1)]
     expected = [per_pass * math.ceil(wait / per_pass) for wait in waits]
     assert len(batches) > 5 and [b - a for a, b in itertools.pairwise(batches[1:])] == expected
+    # Every early check failed, so each reused the held-out logits of the check before it.
+    assert all(h.get("held_out_reused") == 1 for h in record.history[1:])
+
+
+def test_early_checks_that_reuse_the_held_out_side_never_postpone_the_intervals_check(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    # Early checks every few batches that all fail (reusing the held-out logits) must not
+    # reset the interval: a full check still comes every `every` batches (found on Fashion-MNIST:
+    # a class re-forget ran 20 passes on the batch-0 held-out logits).
+    _, trained = digits_run
+    split = ForgetSpec(num_samples=200).resolve(
+        trained.data, torch.tensor(trained.meta.validation), 0
+    )
+    layer = {
+        "optimizer": {"lr": 1e-12},
+        "stopping": {"check_every": "auto", "check_budget": 0.2, "max_passes": 12},
+    }
+    config = resolve_unlearn_config(
+        "contrastive", "sample", dataset="digits", layers=[("test", layer)]
+    ).config
+    _, record = run_method(
+        config,
+        trained.model,
+        trained.data,
+        split,
+        method=ClaimsForgotten.for_scenario("sample", config.options),
+        train_config=None,
+        original_seconds=None,
+        quiet=True,
+    )
+    batch_size = config.batch_size
+    assert batch_size is not None
+    every = math.ceil((200 + min(512, split.validation.numel())) / (3 * 0.2 * 2 * batch_size))
+    full = [h["step_batch"] for h in record.history if "held_out_reused" not in h]
+    reused = [h for h in record.history if "held_out_reused" in h]
+    assert reused and len(full) > 2
+    assert all(b - a <= every for a, b in itertools.pairwise(full)), (full, every)

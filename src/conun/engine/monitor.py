@@ -30,7 +30,13 @@ from conun.data.splits import ForgetRetainSplit
 from conun.distributed.device import to_device
 from conun.distributed.group import shard
 from conun.engine.resume import LoopState, Resumable
-from conun.engine.stopping import EvaluationSets, RuleCheck, build_evaluation_sets, check_rule
+from conun.engine.stopping import (
+    EvaluationSets,
+    RuleCheck,
+    build_evaluation_sets,
+    decide_rule,
+    subset_logits,
+)
 from conun.engine.task import UnlearningTask
 from conun.models.base import Classifier
 
@@ -67,6 +73,10 @@ class StoppingMonitor:
         self.history: list[dict[str, float]] = []
         self.check_seconds = 0.0
         self.last: RuleCheck | None = None
+        # ``(Nh, C)`` the held-out subset's logits at the latest check that evaluated them.
+        self._held_out_logits: Tensor | None = None
+        #: Whether the latest check reused the held-out logits of an earlier one.
+        self.held_out_reused = False
 
     @classmethod
     def for_task(cls, task: UnlearningTask, model: Classifier) -> StoppingMonitor:
@@ -86,37 +96,67 @@ class StoppingMonitor:
             channels_last=config.channels_last,
         )
 
-    def check(self, position: Mapping[str, float]) -> RuleCheck:
+    def check(self, position: Mapping[str, float], *, reuse_held_out: bool = False) -> RuleCheck:
         """Evaluate the rule now (timed) and append ``{**position, accuracies}`` to the history.
 
         Args:
             position: where the loop is (e.g. ``batch``, ``pass``, ``epoch``), recorded first,
                 in its order.
+            reuse_held_out: a cheaper check, for a loop that checks early on a guess: the
+                held-out subset's logits of the latest check stand in for fresh ones (the
+                held-out data is never trained on and moves far less than the forget set), so
+                that a check that fails costs one forward pass over the forget subset only. A
+                check that would stop is evaluated again on fresh held-out logits, so that a
+                stop is always decided on the model as it is (the history records that one,
+                and ``held_out_reused: 1`` on a failed check that reused them).
         """
         started = time.perf_counter()
-        result = check_rule(
+        forget_logits = subset_logits(
             self.model,
-            self.sets,
-            self.split,
-            self.num_classes,
+            self.sets.forget,
             batch_size=self.batch_size,
             channels_last=self.channels_last,
-            checks_forget=self.stopping.class_checks_forget,
-            sample_rule=self.stopping.sample_rule,
-            confidence=self.stopping.confidence,
-            class_accuracy=self.stopping.class_accuracy,
         )
+        reused = reuse_held_out and self._held_out_logits is not None
+        if reused:
+            assert self._held_out_logits is not None
+            result = self._decide(forget_logits, self._held_out_logits)
+            reused = not result.stop
+        if not reused:
+            self._held_out_logits = subset_logits(
+                self.model,
+                self.sets.held_out,
+                batch_size=self.batch_size,
+                channels_last=self.channels_last,
+            )
+            result = self._decide(forget_logits, self._held_out_logits)
         self.check_seconds += time.perf_counter() - started
         entry = {
             **position,
             "forget_train_acc": result.forget_acc,
             "held_out_acc": result.held_out_acc,
         }
+        self.held_out_reused = reused
+        if reused:
+            entry["held_out_reused"] = 1
         if result.member_auc is not None:
             entry["member_auc"] = result.member_auc
         self.history.append(entry)
         self.last = result
         return result
+
+    def _decide(self, forget_logits: Tensor, held_out_logits: Tensor) -> RuleCheck:
+        return decide_rule(
+            forget_logits,
+            held_out_logits,
+            self.sets,
+            self.split,
+            self.num_classes,
+            checks_forget=self.stopping.class_checks_forget,
+            sample_rule=self.stopping.sample_rule,
+            confidence=self.stopping.confidence,
+            class_accuracy=self.stopping.class_accuracy,
+        )
 
     def interval(self, images_per_batch: int) -> int | None:
         """Batches between two checks inside a pass; None: after each pass only.
@@ -155,6 +195,20 @@ class StoppingMonitor:
         self.check_seconds = float(state["check_seconds"])
         last = state.get("last")
         self.last = RuleCheck(**last) if last is not None else None
+
+    #: Names of the tensors of :meth:`state_tensors`.
+    TENSORS = ("monitor_held_out_logits",)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The held-out logits a cheaper check reuses (none before the first check), so that a
+        resumed run decides its checks as the uninterrupted one does."""
+        if self._held_out_logits is None:
+            return {}
+        return {"monitor_held_out_logits": self._held_out_logits}
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor]) -> None:
+        """Continue from what :meth:`state_tensors` returned."""
+        self._held_out_logits = tensors.get("monitor_held_out_logits")
 
 
 class ForgetAccuracyEstimate:
@@ -301,12 +355,13 @@ class LoopResume:
         if self.resume is None:
             raise RuntimeError("this run was given no Resumable: it saves no states")
         monitored = self.monitor.state_dict() if self.monitor is not None else {}
+        monitor_tensors = self.monitor.state_tensors() if self.monitor is not None else {}
         self.resume.save(
             model=model,
             optimizer=optimizer,
             generator=self.generator,
             loop={**loop, **monitored, "seconds": self.clock.seconds()},
-            loop_tensors=loop_tensors,
+            loop_tensors={**loop_tensors, **monitor_tensors},
         )
 
     def restore(self, *, model: Classifier, optimizer: torch.optim.Optimizer | None) -> LoopState:
@@ -316,6 +371,13 @@ class LoopResume:
         state = self.resume.restore(model=model, optimizer=optimizer, generator=self.generator)
         if self.monitor is not None:
             self.monitor.load_state_dict(state.loop)
+            self.monitor.load_state_tensors(
+                {
+                    name: state.loop_tensor(name)
+                    for name in StoppingMonitor.TENSORS
+                    if f"loop.{name}" in state.tensors
+                }
+            )
         self.clock.continue_from(state.loop["seconds"])
         return state
 

@@ -215,17 +215,57 @@ def check_rule(
         confidence: the ``indistinguishable`` rule's null band.
         class_accuracy: class scenario only: the bound on both accuracies; None = 1/C.
     """
-    forget_logits = gathered_logits(
-        model, sets.forget.images, batch_size=batch_size, channels_last=channels_last
+    return decide_rule(
+        subset_logits(model, sets.forget, batch_size=batch_size, channels_last=channels_last),
+        subset_logits(model, sets.held_out, batch_size=batch_size, channels_last=channels_last),
+        sets,
+        split,
+        num_classes,
+        checks_forget=checks_forget,
+        sample_rule=sample_rule,
+        confidence=confidence,
+        class_accuracy=class_accuracy,
     )
-    held_out_logits = gathered_logits(
-        model, sets.held_out.images, batch_size=batch_size, channels_last=channels_last
+
+
+def subset_logits(
+    model: Classifier, subset: ArrayDataset, *, batch_size: int, channels_last: bool
+) -> torch.Tensor:
+    """``(N, C)`` the model's logits on one evaluation subset (eval mode, shared out under
+    torchrun).
+
+    Raises:
+        NonFiniteLossError: the model's outputs are not finite (it diverged).
+    """
+    logits = gathered_logits(
+        model, subset.images, batch_size=batch_size, channels_last=channels_last
     )
-    if not (torch.isfinite(forget_logits).all() and torch.isfinite(held_out_logits).all()):
+    if not torch.isfinite(logits).all():
         raise NonFiniteLossError(
             "the model's outputs became NaN or infinite (checked by the stopping rule); "
             "lower the learning rate or check the inputs"
         )
+    return logits
+
+
+def decide_rule(
+    forget_logits: torch.Tensor,
+    held_out_logits: torch.Tensor,
+    sets: EvaluationSets,
+    split: ForgetRetainSplit,
+    num_classes: int,
+    *,
+    checks_forget: bool = True,
+    sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy",
+    confidence: float = 0.95,
+    class_accuracy: float | None = None,
+) -> RuleCheck:
+    """The scenario's rule on given logits (arguments as :func:`check_rule`).
+
+    Args:
+        forget_logits: ``(Nf, C)`` logits of ``sets.forget``.
+        held_out_logits: ``(Nh, C)`` logits of ``sets.held_out``.
+    """
     forget_acc = _accuracy(forget_logits, sets.forget.labels)
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     if split.scenario == "class":

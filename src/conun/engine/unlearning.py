@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from conun.data.batching import RandomBatchStream, leading_batch, shuffled_batches
 from conun.distributed.device import prepare_model
-from conun.distributed.group import context
+from conun.distributed.group import context, shard
 from conun.engine.monitor import (
     BatchLoader,
     ForgetAccuracyEstimate,
@@ -86,13 +86,22 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     steps_done = 0  # optimizer steps (the unit of resume.every)
 
     since_check = 0  # batches since the latest check
+    # Batches since the held-out subset was last evaluated: an early check that fails reuses
+    # its logits, so the interval's checks count from the latest check that did not.
+    since_fresh = 0
     early_failures = 0  # early checks in a row that did not hold (each doubles the wait)
     previous_estimate: float | None = None  # the estimate at the previous probe
 
     def check(early: bool = False) -> None:
-        nonlocal since_check, early_failures
-        monitor.check({"batch": forget_batches, "step_batch": batches, "pass": passes})
+        nonlocal since_check, since_fresh, early_failures
+        # An early check is a guess of the free estimate: its held-out side is reused when it
+        # fails (StoppingMonitor.check), so that guesses cost half a check.
+        monitor.check(
+            {"batch": forget_batches, "step_batch": batches, "pass": passes}, reuse_held_out=early
+        )
         since_check = 0
+        if not monitor.held_out_reused:
+            since_fresh = 0
         early_failures = early_failures + 1 if early and not monitor.holds else 0
 
     def probably_holds() -> bool:
@@ -139,12 +148,13 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         else batch_size + forget_images
     )
     every = monitor.interval(images_per_batch)
-    # check_every=auto checks on the interval alone (counted from the latest check), and
-    # earlier when the loop's own forward passes suggest the rule holds: probed every quarter
-    # interval (one host sync), or after each pass when a pass is shorter than that (a small
-    # forget set is otherwise pushed for several passes past the point the probe would have
-    # seen); after k early checks in a row that failed, the next early one waits 2^k probes
-    # (at most a quarter interval), which bounds their cost.
+    # check_every=auto checks on the interval (counted from the latest check that evaluated
+    # the held-out subset), and earlier when the loop's own forward passes suggest the rule
+    # holds: probed every quarter interval (one host sync), or after each pass when a pass is
+    # shorter than that (a small forget set is otherwise pushed for several passes past the
+    # point the probe would have seen); after k early checks in a row that failed, the next
+    # early one waits 2^k probes (at most a quarter interval), which bounds their cost; an early
+    # check that fails reuses the held-out logits of the check before it (half the cost).
     # Otherwise: at multiples of the interval and after each pass.
     auto = stopping.check_every == "auto"
     checks_at_pass_end = not auto
@@ -164,6 +174,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         forget_stream.load_state(state.loop_tensor("forget_order"), saved["forget_position"])
         method.load_state_dict(saved["method"])
         since_check = saved.get("since_check", 0)
+        since_fresh = saved.get("since_fresh", since_check)
         early_failures = saved.get("early_failures", 0)
         previous_estimate = saved.get("previous_estimate")
         estimate.load_state(state.loop_tensor("forget_correct"), saved.get("correct_sizes", []))
@@ -191,6 +202,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 "forget_position": forget_stream.position,
                 "method": method.state_dict(),
                 "since_check": since_check,
+                "since_fresh": since_fresh,
                 "early_failures": early_failures,
                 "previous_estimate": previous_estimate,
                 "correct_sizes": correct_sizes,
@@ -230,8 +242,10 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             steps_before = steps_done
             forget: tuple[torch.Tensor, torch.Tensor] | None = None
             retain: tuple[torch.Tensor, torch.Tensor] | None = None
+            forget_index: torch.Tensor | None = None  # this rank's share, for the method
             if over_forget:
-                forget = load(driver_index)
+                forget_index = shard(driver_index)
+                forget = load.whole(forget_index)
             else:
                 retain = load(driver_index)
             for step in range(steps):
@@ -247,7 +261,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                         else retain_stream.next()
                     )
                 if not over_forget and method.uses_forget:
-                    forget = load(forget_stream.next())
+                    forget_index = shard(forget_stream.next())
+                    forget = load.whole(forget_index)
                 with autocast:
                     terms = method.loss(
                         model,
@@ -256,6 +271,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                             forget[1] if forget is not None and method.uses_forget else None,
                             retain[0] if retain is not None and method.uses_retain else None,
                             retain[1] if retain is not None and method.uses_retain else None,
+                            forget_index if method.uses_forget else None,
                         ),
                     )
                 take_step(
@@ -278,7 +294,8 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
                 forget_batches += 1
             progress.update()
             since_check += 1
-            scheduled = bool(every and (since_check >= every if auto else batches % every == 0))
+            since_fresh += 1
+            scheduled = bool(every and (since_fresh >= every if auto else batches % every == 0))
             # The estimate is read at every probe (so that it extrapolates from the previous
             # probe), acted on once the wait after failed early checks is over.
             near = auto and since_check % probe == 0 and probably_holds()
