@@ -12,14 +12,15 @@ its own samples only).
 The fix is orchestration, generic over methods: when an earlier version forgot a class, every
 class request honoured so far is checked after the version's method has run, on all samples of
 the class stopping rule's sets (its training samples, and its held-out samples: the validation
-split, or the test set with ``stopping.eval_set=test``). A request came back when its accuracy
-on its training samples rose above the level certified by its own version (plus the sampling
-error of that many samples; this version's requests: the level its method left them at), or
-above chance. Then every forgotten class is unlearned again, together, in the class scenario,
-from the new model with the version's retain set, until the class rule holds at that level
-(``stopping.class_accuracy``). Nothing runs when every class stayed forgotten (one forward pass
-over those classes' samples is the whole cost). The certificate records the checks and runs
-(``reforget``), and the version's seconds include them.
+split, or the test set with ``stopping.eval_set=test``). A request came back when either
+accuracy rose above the class rule's bound (``stopping.class_accuracy``, else chance): the
+promise its version made. Then every forgotten class is unlearned again, together, in the class
+scenario, from the new model with the version's retain set, until the class rule holds at the
+level the version certified (plus the sampling error of the rule's checks, which certified it on
+subsets of ``stopping.eval_size`` samples): back where it was left, not merely under the bound.
+Nothing runs when every class stayed forgotten (one forward pass over those classes' samples is
+the whole cost). The certificate records the checks and runs (``reforget``), and the version's
+seconds include them.
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ class ClassCheck:
         request: the request's id.
         forget_acc: accuracy on its training samples.
         held_out_acc: accuracy on its held-out samples (None: none there).
-        bound: the largest ``forget_acc`` that does not count as coming back.
-        came_back: ``forget_acc`` above ``bound``, or ``held_out_acc`` above chance.
+        bound: the largest accuracy, on either set, that does not count as coming back: the
+            class rule's bound (``stopping.class_accuracy``, else chance).
+        came_back: ``forget_acc`` or ``held_out_acc`` above ``bound``.
+        repair_target: where a re-forget takes the request back to: the level its version
+            certified (plus the sampling error of the rule's checks), at most ``bound``.
     """
 
     request: int
@@ -106,6 +110,7 @@ class ClassCheck:
     held_out_acc: float | None
     bound: float
     came_back: bool
+    repair_target: float
 
 
 def check_classes(
@@ -126,12 +131,19 @@ def check_classes(
         held_out: ``(Nv,)`` the original's validation split (training indices); used unless
             ``config.stopping.eval_set`` is ``"test"``.
         levels: request id -> accuracy on its training samples certified by the version that
-            honoured it (:func:`certified_levels`); a request came back when its accuracy is
-            above chance, or above its level by more than the sampling error of that many
-            samples (``CHECK_Z`` binomial standard errors).
+            honoured it (:func:`certified_levels`); a request came back when either accuracy
+            is above the class rule's bound (``stopping.class_accuracy``, else chance), and is
+            then repaired to its level plus the sampling error of the rule's checks
+            (``CHECK_Z`` binomial standard errors on ``stopping.eval_size`` samples, or all of
+            the request's samples when fewer): the precision at which its version's rule
+            certified it.
         config: the re-forget's config (its stopping set, batch size, layout).
     """
-    chance = 1.0 / data.num_classes
+    # The promise the class rule made: at most this accuracy (chance unless the config asks for
+    # less). A drift below it is left alone (measured: forgetting class 9 after classes 3 and 4
+    # moved class 4 from 0.00% to 0.67% of its training samples; stopping.class_accuracy 0.01);
+    # a class above it is taken back to where its version left it (repair_target).
+    bound = config.stopping.class_accuracy or 1.0 / data.num_classes
     on_test = config.stopping.eval_set == "test"
     pool = data.test if on_test else data.train
     pool_index = torch.arange(len(data.test)) if on_test else held_out
@@ -147,9 +159,14 @@ def check_classes(
             if in_classes.numel()
             else None
         )
-        bound = min(chance, level_bound(levels.get(each.request.id, chance), each.forget.numel()))
-        came_back = forget_acc > bound or (held_out_acc is not None and held_out_acc > chance)
-        checks.append(ClassCheck(each.request.id, forget_acc, held_out_acc, bound, came_back))
+        # The class rule's checks certified the level on subsets of at most eval_size samples:
+        # a re-forget's checks cannot certify a lower one.
+        resolution = min(each.forget.numel(), config.stopping.eval_size)
+        repair = min(bound, level_bound(levels.get(each.request.id, bound), resolution))
+        came_back = forget_acc > bound or (held_out_acc is not None and held_out_acc > bound)
+        checks.append(
+            ClassCheck(each.request.id, forget_acc, held_out_acc, bound, came_back, repair)
+        )
     return checks
 
 
@@ -198,12 +215,13 @@ def keep_classes_forgotten(
     """Unlearn again the forgotten classes that came back in ``model``.
 
     When an earlier version honoured a class request, each round checks every class request
-    honoured so far (:func:`check_classes`; this version's against the accuracy its method
-    left them at); the classes of those that came back are unlearned in the class
-    scenario with ``config`` from the current model: forget set = their training samples
-    (forgotten before: taken out of the data again afterwards), retain set = the version's
-    retain set, and the class rule with the lowest certified level among them as its bound
-    (``stopping.class_accuracy``): back where their versions left them, not merely at chance.
+    honoured so far (:func:`check_classes`: above the class rule's bound; this version's
+    requests are repaired to the accuracy its method left them at); when one came back, every
+    forgotten class is unlearned in the class scenario with ``config`` from the current model:
+    forget set = their training samples (forgotten before: taken out of the data again
+    afterwards), retain set = the version's retain set, and the class rule with the lowest
+    repair target among those that came back as its bound (``stopping.class_accuracy``): back
+    where their versions left them, not merely under the bound.
     ``record`` (the version's run) is updated in place: its seconds include the
     re-forget runs and its metrics are those of the returned model.
 
@@ -266,17 +284,30 @@ def keep_classes_forgotten(
             data, plan.validation, forgotten_so_far[~torch.isin(forgotten_so_far, forget)]
         )
         split = frame.split(forget, "class", classes)
-        target = min(c.bound for c in checks if c.came_back)
+        target = min(c.repair_target for c in checks if c.came_back)
+        # Checked inside the pass (unless the config sets when): the classes are already
+        # nearly forgotten, and a run checked after each pass only paid for a whole pass over
+        # all of them (measured: 254 forget batches, 13 s, for one class 0.5 point above the
+        # bound on its validation samples).
+        check_every = config.stopping.check_every or "auto"
         run_config = config.model_copy(
             update={
                 "stopping": config.stopping.model_copy(
-                    update={"class_accuracy": min(max(target, 1e-6), 1 - 1e-6)}
+                    update={
+                        "class_accuracy": min(max(target, 1e-6), 1 - 1e-6),
+                        "check_every": check_every,
+                    }
                 )
             }
         )
         logger.info(
-            "requests %s came back; unlearning classes %s again",
-            [c.request for c in checks if c.came_back],
+            "requests came back (request: training / held-out accuracy, bound): %s; unlearning "
+            "classes %s again",
+            ", ".join(
+                f"{c.request}: {c.forget_acc:.4f} / {c.held_out_acc}, {c.bound:.4f}"
+                for c in checks
+                if c.came_back
+            ),
             list(classes),
         )
         model, run = run_method(
