@@ -45,6 +45,10 @@ VARIANTS: dict[str, list[str]] = {
     # conun's sample defaults now: matched anchors + calibration 0.3, omega 1, the
     # indistinguishable rule at confidence 0.5, checked inside the pass.
     "calibrated default": [],
+    # Each forget sample matched to the held-out quantile of its rank on the original's
+    # confidence on its nearest held-out neighbours, fixed before the first step, instead of
+    # its rank in the batch on its current confidence.
+    "neighbour targets": ["options.match_by=neighbours"],
 }
 COLUMNS = (
     ("forget_train_acc", "forget train %"),

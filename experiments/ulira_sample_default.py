@@ -17,6 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
+import yaml
+
 from conun.config import build_train_config
 from conun.reproducibility import versions
 from conun.workflows.ulira_shadows import ulira_audit
@@ -35,7 +37,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/ulira-cache"))
     parser.add_argument("--out", type=Path, default=Path("runs/sample-unlearning-ulira"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of contrastive's on top of its sample defaults (YAML value), e.g. "
+        "match_by=neighbours; repeatable",
+    )
+    parser.add_argument("--label", default="", help="suffix of the output files' names")
     args = parser.parse_args()
+    options = {
+        key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.option)
+    }
+    layers = {"contrastive": {"options": options}} if options else None
+    suffix = "-".join(args.methods) + (f"-{args.label}" if args.label else "")
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     found: dict[int, dict[str, dict[str, float]]] = {}
@@ -48,18 +64,23 @@ def main() -> None:
             seed=seed,
             jobs=args.jobs,
             cache_dir=args.cache,
+            unlearn_layers=layers,
             quiet=True,
         )
         found[seed] = report
-        (args.out / f"ulira-seed{seed}-{'-'.join(args.methods)}.json").write_text(
+        (args.out / f"ulira-seed{seed}-{suffix}.json").write_text(
             json.dumps(report, indent=2) + "\n"
         )
         print(seed, report, flush=True)
     lines = [
-        "# U-LiRA of contrastive's sample default — Fashion-MNIST, small_cnn",
+        "# U-LiRA of contrastive's sample default"
+        + (f" with {', '.join(args.option)}" if args.option else "")
+        + " — Fashion-MNIST, small_cnn",
         "",
         f"Command: `python experiments/ulira_sample_default.py --seeds "
-        f"{' '.join(map(str, args.seeds))} --shadows {args.shadows} --targets {args.targets}` "
+        f"{' '.join(map(str, args.seeds))} --shadows {args.shadows} --targets {args.targets}"
+        f"{''.join(f' --option {item}' for item in args.option)}"
+        f"{f' --label {args.label}' if args.label else ''}` "
         f"({(time.perf_counter() - started) / 60:.1f} min; {platform.machine()}, 2 cores, no GPU; "
         f"{versions()}).",
         "",
@@ -75,7 +96,7 @@ def main() -> None:
         values = [report[method]["auc"] for report in found.values()]
         spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
         lines.append(f"\nMean U-LiRA AUC, {method}: {statistics.mean(values):.3f}{spread}.")
-    (args.out / f"README-{'-'.join(args.methods)}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"README-{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conun.losses import calibration_loss, logit_confidence, matched_targets
+from conun.losses import calibration_loss, logit_confidence, matched_targets, neighbour_targets
 
 
 def test_logit_confidence_is_log_odds_of_the_true_class() -> None:
@@ -36,6 +36,47 @@ def test_matched_targets_follow_the_rank_quantiles() -> None:
     torch.testing.assert_close(targets, torch.tensor([37.5, 12.5, 87.5, 62.5]))
 
 
+def test_neighbour_targets_match_a_loop_reference() -> None:
+    generator = torch.Generator().manual_seed(0)
+    forget = torch.randn(7, 3, generator=generator)
+    forget_labels = torch.tensor([0, 1, 1, 0, 2, 1, 0])
+    reference = torch.randn(12, 3, generator=generator)
+    reference_labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1, 0])  # no label 2
+    scores = torch.randn(12, generator=generator)
+    k = 3
+    estimates = []
+    for row, label in zip(forget, forget_labels, strict=True):
+        candidates = [
+            (float(torch.cosine_similarity(row, other, dim=0)), float(score))
+            for other, other_label, score in zip(reference, reference_labels, scores, strict=True)
+            # label 2 has no reference sample: every reference sample is a candidate
+            if other_label == label or label == 2
+        ]
+        nearest = sorted(candidates, reverse=True)[:k]
+        estimates.append(sum(score for _, score in nearest) / k)
+    order = sorted(range(7), key=lambda i: estimates[i])
+    levels = torch.empty(7, dtype=torch.float64)
+    for rank, i in enumerate(order):
+        levels[i] = (rank + 0.5) / 7
+    expected = torch.quantile(scores.double(), levels).float()
+    got = neighbour_targets(
+        forget, forget_labels, reference, reference_labels, scores, neighbours=k, chunk=4
+    )
+    torch.testing.assert_close(got, expected)
+
+
+def test_neighbour_targets_follow_the_nearest_reference_and_keep_its_distribution() -> None:
+    # Two clusters of held-out samples: near (1, 0) confident (scores 8, 9), near (0, 1) not
+    # (scores 0, 1). A forget sample near (0, 1) gets the low target, whatever its own score.
+    reference = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    scores = torch.tensor([8.0, 9.0, 0.0, 1.0])
+    labels = torch.zeros(4, dtype=torch.long)
+    forget = torch.tensor([[0.05, 1.0], [1.0, 0.05]])
+    targets = neighbour_targets(forget, labels[:2], reference, labels, scores, neighbours=2)
+    # ranks 0 and 1 of 2 -> the 0.25 and 0.75 quantiles of the reference scores
+    torch.testing.assert_close(targets, torch.tensor([0.75, 8.25]))
+
+
 def test_calibration_loss_is_a_hinge_with_unit_slope() -> None:
     scores = torch.tensor([2.0, 0.5, -1.0], requires_grad=True)
     targets = torch.tensor([1.0, 1.0, -3.0])
@@ -53,3 +94,12 @@ def test_bad_shapes_are_errors() -> None:
         matched_targets(torch.zeros(3), torch.zeros(0))
     with pytest.raises(ValueError, match="differ"):
         calibration_loss(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="neighbours must be >= 1"):
+        neighbour_targets(
+            torch.zeros(2, 3),
+            torch.zeros(2),
+            torch.ones(2, 3),
+            torch.zeros(2),
+            torch.zeros(2),
+            neighbours=0,
+        )

@@ -191,6 +191,33 @@ def test_matched_anchors_are_those_above_their_held_out_quantile() -> None:
     assert (scores > targets).tolist() == [False, True, False, False]
 
 
+def test_neighbour_matching_looks_each_anchor_up_by_its_index() -> None:
+    method = ContrastiveUnlearning.for_scenario(
+        "sample", {"match_held_out": True, "match_by": "neighbours"}
+    )
+    assert isinstance(method, ContrastiveUnlearning)
+    method.reference_scores = torch.linspace(0, 0.99, 100)
+    method.sample_targets = torch.tensor([float("nan"), 0.5, 0.1, float("nan"), 0.95])
+    phi = torch.tensor([0.3, 0.3, 0.3])
+    logits = torch.stack([phi, torch.zeros(3)], dim=1)
+    labels = torch.zeros(3, dtype=torch.long)
+    scores, targets = method.matched_anchors(logits, labels, torch.tensor([4, 1, 2]))
+    torch.testing.assert_close(targets, torch.tensor([0.95, 0.5, 0.1]))
+    assert (scores > targets).tolist() == [False, False, True]
+    with pytest.raises(RuntimeError, match="needs the forget batch's indices"):
+        method.matched_anchors(logits, labels)
+
+
+def test_neighbour_matching_forgets_on_digits(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    _, trained = digits_run
+    record = run_on_digits(trained, ForgetSpec(fraction=0.1), options={"match_by": "neighbours"})
+    assert record.extra["stopped_by"] == "rule"
+    assert record.metrics["forget_train_acc"] < 1.0
+    assert record.metrics["test_acc"] >= 0.9
+
+
 def test_calibration_needs_matching() -> None:
     with pytest.raises(ValueError, match="needs options.match_held_out"):
         ContrastiveUnlearning.for_scenario(

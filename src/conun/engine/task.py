@@ -85,12 +85,16 @@ class UnlearningBatch:
         forget_labels: ``(Bf,)`` or None.
         retain_images: ``(Br, C, H, W)`` or None.
         retain_labels: ``(Br,)`` or None.
+        forget_indices: ``(Bf,)`` the forget samples' indices into the training set (this
+            process's share), for a method that keeps per-sample state; None where the loop
+            does not give them.
     """
 
     forget_images: Tensor | None
     forget_labels: Tensor | None
     retain_images: Tensor | None
     retain_labels: Tensor | None
+    forget_indices: Tensor | None = None
 
 
 @dataclass(frozen=True)

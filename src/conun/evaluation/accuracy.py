@@ -12,7 +12,7 @@ from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.distributed.device import to_device
 from conun.distributed.group import gather_rows, shard
-from conun.models.base import Classifier
+from conun.models.base import Classifier, ModelOutput
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,48 @@ def model_logits(
     if not chunks:
         raise ValueError("no images to compute logits of")
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def model_outputs(
+    model: Classifier,
+    images: Tensor,
+    *,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+) -> ModelOutput:
+    """Features and logits in eval mode, in this process (no sharing out under torchrun).
+
+    Args:
+        model: the classifier; its mode is restored afterwards.
+        images: ``(N, C_in, H, W)`` normalised images (any device).
+        batch_size: images per forward pass.
+        channels_last: feed batches in channels_last format.
+
+    Returns:
+        ``features`` ``(N, D)`` and ``logits`` ``(N, C)``, float32 on the CPU.
+
+    Raises:
+        ValueError: ``images`` is empty.
+    """
+    if images.shape[0] == 0:
+        raise ValueError("no images to compute outputs of")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    features: list[Tensor] = []
+    logits: list[Tensor] = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            batch = to_device(
+                images[start : start + batch_size], device, channels_last=channels_last
+            )
+            output = model.forward_features(batch)
+            features.append(output.features.float().cpu())
+            logits.append(output.logits.float().cpu())
+    finally:
+        model.train(was_training)
+    return ModelOutput(features=torch.cat(features), logits=torch.cat(logits))
 
 
 def gathered_logits(

@@ -1,6 +1,11 @@
 """Loss functions as pure tensor functions."""
 
-from conun.losses.calibration import calibration_loss, logit_confidence, matched_targets
+from conun.losses.calibration import (
+    calibration_loss,
+    logit_confidence,
+    matched_targets,
+    neighbour_targets,
+)
 from conun.losses.contrastive import (
     contrastive_unlearning_loss,
     release_contrastive_unlearning_loss,
@@ -12,6 +17,7 @@ __all__ = [
     "contrastive_unlearning_loss",
     "logit_confidence",
     "matched_targets",
+    "neighbour_targets",
     "release_contrastive_unlearning_loss",
     "relu_embedding",
 ]

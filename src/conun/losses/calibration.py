@@ -13,6 +13,12 @@ further: pushing past it (lower confidence than unseen data) is itself a members
 
 The forget batch is matched to the held-out distribution by rank: the sample of rank ``k`` (of
 ``B``, ascending ``phi``) is matched to the ``(k + 0.5) / B`` quantile of the reference scores.
+``matched_targets`` ranks a batch by its *current* scores, so the order in which samples land
+follows the original model's memorised confidences. A retrained model's per-sample confidence
+follows how typical a sample is instead, which :func:`neighbour_targets` estimates once, before
+unlearning, from the original's confidence on the held-out samples nearest to it in feature
+space; per-example attacks such as U-LiRA compare exactly those per-sample values.
+
 A sample above its target is *active*; :func:`calibration_loss` lowers each active sample's
 ``phi`` to its target with a unit-slope hinge (the gradient does not vanish on confident samples,
 as the cross-entropy's does) and leaves the others alone.
@@ -21,6 +27,7 @@ as the cross-entropy's does) and leaves the others alone.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -63,6 +70,70 @@ def matched_targets(scores: Tensor, reference: Tensor) -> Tensor:
     return torch.quantile(reference.detach().double().to(scores.device), levels).to(scores.dtype)
 
 
+def neighbour_targets(
+    forget_features: Tensor,
+    forget_labels: Tensor,
+    reference_features: Tensor,
+    reference_labels: Tensor,
+    reference_scores: Tensor,
+    *,
+    neighbours: int = 10,
+    chunk: int = 1024,
+) -> Tensor:
+    """``(N,)`` one target per forget sample: its predicted rank among the forget set, mapped to
+    the reference distribution.
+
+    Each forget sample's confidence had it never been seen is estimated as the mean reference
+    score of its ``neighbours`` nearest reference samples of the same label (cosine similarity
+    of the features); the forget samples are ranked by that estimate, and rank ``r`` of ``N``
+    gets the ``(r + 0.5) / N`` quantile of ``reference_scores``. The targets are therefore
+    distributed exactly like the reference scores (as :func:`matched_targets`' are), ordered by
+    how typical each sample looks rather than by how well the original memorised it. A label
+    with no reference sample is estimated from all reference samples.
+
+    Args:
+        forget_features: ``(N, D)`` the original model's features of the forget samples.
+        forget_labels: ``(N,)`` their labels.
+        reference_features: ``(M, D)`` the original's features of held-out samples.
+        reference_labels: ``(M,)`` their labels.
+        reference_scores: ``(M,)`` the original's scores on them (e.g. :func:`logit_confidence`).
+        neighbours: ``k``, at most the number of reference samples of a label.
+        chunk: forget samples per similarity block (bounds memory at ``chunk x M``).
+    """
+    n, m = forget_features.shape[0], reference_features.shape[0]
+    if forget_labels.shape != (n,) or reference_labels.shape != (m,):
+        raise ValueError(
+            f"need (N,) and (M,) labels for {n} forget and {m} reference samples, got "
+            f"{tuple(forget_labels.shape)} and {tuple(reference_labels.shape)}"
+        )
+    if reference_scores.shape != (m,) or m == 0:
+        raise ValueError(
+            f"need non-empty (M,) reference scores for {m} reference samples, got "
+            f"{tuple(reference_scores.shape)}"
+        )
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be >= 1, got {neighbours}")
+    forget = F.normalize(forget_features.detach().float(), dim=1)
+    reference = F.normalize(reference_features.detach().float(), dim=1)
+    scores = reference_scores.detach().float().cpu()
+    estimates = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        block = slice(start, min(n, start + chunk))
+        similarity = (forget[block] @ reference.T).cpu()
+        same = forget_labels[block].cpu()[:, None] == reference_labels.cpu()[None, :]
+        # A label the reference set lacks falls back to every reference sample.
+        same[~same.any(dim=1)] = True
+        similarity = similarity.masked_fill(~same, float("-inf"))
+        k = min(neighbours, m)
+        top = similarity.topk(k, dim=1)
+        found = torch.isfinite(top.values)  # fewer than k reference samples of the label
+        picked = scores[top.indices].double() * found
+        estimates[block] = picked.sum(dim=1) / found.sum(dim=1)
+    ranks = torch.argsort(torch.argsort(estimates))
+    levels = (ranks.double() + 0.5) / n
+    return torch.quantile(scores.double(), levels).float()
+
+
 def calibration_loss(scores: Tensor, targets: Tensor) -> Tensor:
     """Mean over the batch of ``max(0, score_i - target_i)``: lowers each active sample's score
     to its target with slope 1, and is flat (zero gradient) once it is there.
@@ -81,4 +152,4 @@ def calibration_loss(scores: Tensor, targets: Tensor) -> Tensor:
     return torch.relu(scores - targets.detach()).mean()
 
 
-__all__ = ["calibration_loss", "logit_confidence", "matched_targets"]
+__all__ = ["calibration_loss", "logit_confidence", "matched_targets", "neighbour_targets"]

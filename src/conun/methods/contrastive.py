@@ -24,12 +24,13 @@ from conun.config import ConfigError, OptimizerConfig, StoppingConfig, StrictMod
 from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
 from conun.engine.stopping import held_out_pool
-from conun.evaluation.accuracy import gathered_logits
+from conun.evaluation.accuracy import gathered_logits, model_outputs
 from conun.losses import (
     calibration_loss,
     contrastive_unlearning_loss,
     logit_confidence,
     matched_targets,
+    neighbour_targets,
     release_contrastive_unlearning_loss,
     relu_embedding,
 )
@@ -71,6 +72,16 @@ class ContrastiveOptions(StrictModel):
     held-out samples of the stopping rule (``stopping.eval_set``); a sample already at or below
     its target is no longer an anchor of ``L_UL`` (weight 0), so that the forget set's scores
     end up distributed like unseen data's instead of past them (:mod:`conun.losses.calibration`)."""
+    match_by: Literal["batch_rank", "neighbours"] = "batch_rank"
+    """With ``match_held_out``: which held-out quantile each forget sample is matched to.
+    ``batch_rank``: by the sample's rank in its batch on its current ``phi`` (the order the
+    original's memorisation left). ``neighbours``: fixed per sample before the first step, by its
+    rank among the forget set on the original's mean ``phi`` over its ``neighbours`` nearest
+    held-out samples of the same label (:func:`conun.losses.neighbour_targets`): how confident
+    a model that never saw the sample would probably be, the per-sample value that per-example
+    attacks (U-LiRA) compare."""
+    neighbours: int = Field(10, ge=1)
+    """``match_by = neighbours``: held-out samples per estimate."""
     lambda_calibration: float = Field(0.0, ge=0)
     """With ``match_held_out``: weight of the calibration term, the mean over the forget batch
     of ``max(0, phi_i - target_i)``, which lowers each still-active sample's confidence to its
@@ -215,29 +226,58 @@ class ContrastiveUnlearning(LoopMethod):
     #: ``(M,)`` logit-scaled confidence of the original on held-out samples
     #: (``match_held_out``), else None.
     reference_scores: Tensor | None = None
+    #: ``(N_train,)`` each forget sample's target (``match_by = neighbours``; NaN outside the
+    #: forget set), else None.
+    sample_targets: Tensor | None = None
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         self.reference_scores = None
+        self.sample_targets = None
         if not self.settings.match_held_out:
             return
         pool, indices = held_out_pool(task.data, task.split, task.config.stopping)
         # An even stride, not a random draw: the run's random streams stay those of the
         # unmatched method.
         keep = indices[torch.linspace(0, indices.numel() - 1, min(indices.numel(), 4096)).long()]
-        logits = gathered_logits(
-            model,
-            pool.images[keep],
-            batch_size=task.config.eval_batch_size,
-            channels_last=task.config.channels_last,
+        batch_size, channels_last = task.config.eval_batch_size, task.config.channels_last
+        if self.settings.match_by == "batch_rank":
+            logits = gathered_logits(
+                model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
+            )
+            self.reference_scores = logit_confidence(logits.float(), pool.labels[keep])
+            return
+        reference = model_outputs(
+            model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
         )
-        self.reference_scores = logit_confidence(logits.float(), pool.labels[keep])
+        self.reference_scores = logit_confidence(reference.logits, pool.labels[keep])
+        forget = task.split.forget
+        forget_features = model_outputs(
+            model,
+            task.data.train.images[forget],
+            batch_size=batch_size,
+            channels_last=channels_last,
+        ).features
+        targets = torch.full((len(task.data.train),), float("nan"))
+        targets[forget] = neighbour_targets(
+            forget_features,
+            task.data.train.labels[forget],
+            reference.features,
+            pool.labels[keep],
+            self.reference_scores,
+            neighbours=self.settings.neighbours,
+        )
+        self.sample_targets = targets.to(next(model.parameters()).device)
 
-    def matched_anchors(self, forget_logits: Tensor, forget_y: Tensor) -> tuple[Tensor, Tensor]:
+    def matched_anchors(
+        self, forget_logits: Tensor, forget_y: Tensor, forget_indices: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The forget batch's scores and which anchors are still active.
 
         Args:
             forget_logits: ``(B, C)`` logits of the forget batch (differentiable).
             forget_y: ``(B,)`` its labels.
+            forget_indices: ``(B,)`` their training-set indices (needed by ``match_by =
+                neighbours``).
 
         Returns:
             ``scores`` ``(B,)`` (differentiable ``phi``), ``targets`` ``(B,)`` the matched
@@ -245,7 +285,16 @@ class ContrastiveUnlearning(LoopMethod):
         """
         assert self.reference_scores is not None
         scores = logit_confidence(forget_logits.float(), forget_y)
-        return scores, matched_targets(scores, self.reference_scores)
+        if self.sample_targets is None:
+            return scores, matched_targets(scores, self.reference_scores)
+        if forget_indices is None:
+            raise RuntimeError(
+                "options.match_by=neighbours needs the forget batch's indices; this loop does "
+                "not give them"
+            )
+        return scores, self.sample_targets[forget_indices.to(self.sample_targets.device)].to(
+            scores.device
+        )
 
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         assert batch.forget_images is not None and batch.retain_images is not None
@@ -263,7 +312,9 @@ class ContrastiveUnlearning(LoopMethod):
         weights: Tensor | None = None
         calibration: Tensor | None = None
         if self.reference_scores is not None:
-            scores, targets = self.matched_anchors(output.logits[:num_forget], forget_y)
+            scores, targets = self.matched_anchors(
+                output.logits[:num_forget], forget_y, batch.forget_indices
+            )
             weights = (scores.detach() > targets).float()
             calibration = calibration_loss(scores, targets)
         if self.settings.distributed_loss == "global" and context().is_distributed:
