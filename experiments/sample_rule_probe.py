@@ -98,6 +98,7 @@ def run(
                     "seed": seed,
                     "method": name,
                     "seconds": record["seconds"],
+                    "check_seconds": record.get("check_seconds"),
                     "stopped_by": record.get("stopped_by", ""),
                     "forget_batches": record.get("forget_batches"),
                     "last_member_auc": history[-1].get("member_auc") if history else None,
@@ -116,13 +117,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
     header = ["seed", "method", *[label for _, label in COLUMNS], "member AUC at stop"]
-    header += ["stopped by", "forget batches", "seconds"]
+    header += ["stopped by", "forget batches", "seconds", "checks % of seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         values = [str(row["seed"]), row["method"]]
         values += [cell(key, row[key]) for key, _ in COLUMNS]
         values += [cell("auc", row["last_member_auc"]), row["stopped_by"] or "–"]
         values += [cell("n", row["forget_batches"]), f"{row['seconds']:.1f}"]
+        checks = row.get("check_seconds")
+        values.append(f"{100 * checks / row['seconds']:.1f}" if checks else "–")
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -134,6 +137,7 @@ def means(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         methods.setdefault(row["method"], []).append(row)
     header = ["method", *[label for _, label in COLUMNS], "member AUC at stop", "x retrain"]
+    header.append("checks % of seconds")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, group in methods.items():
         values = [method]
@@ -144,6 +148,10 @@ def means(rows: list[dict[str, Any]]) -> str:
         values.append(f"{statistics.mean(aucs):.3f}" if aucs else "–")
         ratios = [row["seconds"] / retrain[row["seed"]] for row in group]
         values.append(f"{statistics.mean(ratios):.3f}" if method != "original" else "–")
+        shares = [
+            row["check_seconds"] / row["seconds"] for row in group if row.get("check_seconds")
+        ]
+        values.append(f"{100 * statistics.mean(shares):.1f}" if shares else "–")
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 

@@ -23,7 +23,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +31,6 @@ from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.engine.training import NonFiniteLossError
 from conun.evaluation.accuracy import gathered_logits
-from conun.evaluation.privacy import roc_auc
 from conun.models.base import Classifier
 
 
@@ -127,11 +125,21 @@ def member_auc(forget_losses: torch.Tensor, held_out_losses: torch.Tensor) -> fl
         forget_losses: ``(N1,)`` per-sample losses of the forget subset.
         held_out_losses: ``(N2,)`` per-sample losses of the held-out subset.
     """
-    scores = -torch.cat([forget_losses, held_out_losses]).double().numpy()
-    is_member = np.concatenate(
-        [np.ones(forget_losses.numel(), bool), np.zeros(held_out_losses.numel(), bool)]
-    )
-    return roc_auc(scores, is_member)
+    # The Mann-Whitney form (average ranks for ties), in torch: a check must not pay for
+    # importing scikit-learn (~0.4 s on the first check of a process, measured: half of a
+    # 500-sample run).
+    n1, n2 = forget_losses.numel(), held_out_losses.numel()
+    if n1 < 1 or n2 < 1:
+        raise ValueError(f"need losses on both sides, got {n1} and {n2}")
+    scores = -torch.cat([forget_losses, held_out_losses]).double().flatten()
+    ordered, order = torch.sort(scores)
+    _, counts = torch.unique_consecutive(ordered, return_counts=True)
+    ends = torch.cumsum(counts, dim=0).double()  # 1-based rank of each tie group's last value
+    average = ends - (counts.double() - 1) / 2  # the group's mean rank
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.repeat_interleave(average, counts)
+    positive_ranks = float(ranks[:n1].sum())
+    return (positive_ranks - n1 * (n1 + 1) / 2) / (n1 * n2)
 
 
 def _random_subset(
