@@ -103,7 +103,18 @@ def main() -> None:
         action="store_true",
         help="read U-LiRA's numbers from OUT/ulira-seed<S>.json instead of recomputing them",
     )
+    parser.add_argument(
+        "--recompute",
+        nargs="+",
+        choices=METHODS,
+        default=None,
+        metavar="METHOD",
+        help="with --reuse-ulira: recompute U-LiRA for these methods only (e.g. after one "
+        "method's defaults changed) and keep the others' saved numbers",
+    )
     args = parser.parse_args()
+    if args.recompute and not args.reuse_ulira:
+        parser.error("--recompute needs --reuse-ulira (the others' numbers are read back)")
     started = time.perf_counter()
 
     population = population_audits(args.bench)
@@ -112,11 +123,12 @@ def main() -> None:
         saved = args.out / f"ulira-seed{seed}.json"
         if args.reuse_ulira:
             ulira[seed] = json.loads(saved.read_text())
-            continue
+            if not args.recompute:
+                continue
         train_config = build_train_config("fashion-mnist", [{"seed": seed}])
-        ulira[seed] = ulira_audit(
+        recomputed = ulira_audit(
             train_config,
-            METHODS,
+            args.recompute or METHODS,
             num_shadows=args.shadows,
             num_targets=args.targets,
             seed=seed,
@@ -126,6 +138,7 @@ def main() -> None:
             executor=args.executor,
             gpus_per_job=args.gpus_per_job,
         )
+        ulira[seed] = {**ulira.get(seed, {}), **recomputed}
         print(f"seed {seed} U-LiRA: {ulira[seed]}", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"ulira-seed{seed}.json").write_text(json.dumps(ulira[seed], indent=2) + "\n")
@@ -143,6 +156,8 @@ def write_readme(
         f"python experiments/privacy_fashion_mnist.py --bench {args.bench} "
         f"--ulira-seeds {' '.join(map(str, args.ulira_seeds))} --shadows {args.shadows} "
         f"--targets {args.targets}"
+        + (" --reuse-ulira" if args.reuse_ulira else "")
+        + (f" --recompute {' '.join(args.recompute)}" if args.recompute else "")
     )
     lines = [
         "# Privacy audit of sample unlearning — Fashion-MNIST, small_cnn, 500 random samples",
@@ -152,8 +167,14 @@ def write_readme(
         (
             "Wall time: not measured here: U-LiRA's numbers were read back from "
             "`ulira-seed<S>.json` (`--reuse-ulira`; each method's `seconds` are in them)."
-            if args.reuse_ulira
-            else f"Wall time: {seconds / 60:.1f} min."
+            if args.reuse_ulira and not args.recompute
+            else f"Wall time: {seconds / 60:.1f} min"
+            + (
+                f" (U-LiRA recomputed for {', '.join(args.recompute)}; the other methods' "
+                "read back from `ulira-seed<S>.json`, computed before)."
+                if args.recompute
+                else "."
+            )
         )
         + " Original: paper regime (no augmentation, >= 99% train",
         f"accuracy). Population attacks: the audited cells of `{args.bench}` (every number in",
