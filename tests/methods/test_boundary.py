@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from conun.config import TrainConfig
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch, UnsupportedScenarioError
 from conun.methods.boundary import (
@@ -24,8 +25,10 @@ from conun.methods.boundary import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
+from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
+from conun.workflows.unlearning import run_method
 
 CLASS_5 = ForgetSpec(classes=(5,))
 
@@ -179,3 +182,44 @@ def test_both_forget_class_5_on_digits_with_the_paper_settings(
     # The paper's fixed schedule: 10 passes over the forget set.
     assert record.extra["stopped_by"] == "max_passes" and record.passes == 10
     assert record.history[0]["forget_train_acc"] > 0.9
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_expanding_freeze_batchnorm_keeps_the_running_statistics(
+    digits_run: tuple[Path, TrainedModel], freeze: bool
+) -> None:
+    # Their boundary_expanding fine-tunes in train mode on batches of the forgotten class alone,
+    # so BatchNorm re-estimates its statistics on them (the default); freeze_batchnorm keeps the
+    # original's, separating that from the shadow-class fine-tuning itself.
+    _, trained = digits_run
+    split = CLASS_5.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    layer = {"options": {"freeze_batchnorm": freeze}, "stopping": {"max_passes": 1}}
+    config = resolve_unlearn_config(
+        "boundary_expanding", "class", dataset="digits", layers=[("test", layer)]
+    ).config
+    method = BoundaryExpanding.for_scenario("class", config.options)
+    assert isinstance(method, BoundaryExpanding) and method.freeze_batchnorm() is freeze
+
+    def statistics(model: nn.Module) -> list[Tensor]:
+        return [
+            buffer.detach().clone()
+            for module in model.modules()
+            if isinstance(module, nn.BatchNorm2d)
+            for buffer in (module.running_mean, module.running_var)
+            if buffer is not None
+        ]
+
+    before = statistics(trained.model)
+    model, record = run_method(
+        config,
+        trained.model,
+        trained.data,
+        split,
+        method=method,
+        train_config=TrainConfig.model_validate(trained.meta.train_config),
+        original_seconds=trained.meta.seconds,
+        quiet=True,
+    )
+    assert record.passes == 1 and before
+    same = all(torch.equal(a, b) for a, b in zip(statistics(model), before, strict=True))
+    assert same is freeze

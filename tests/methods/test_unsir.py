@@ -12,10 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 
+import conun.methods.unsir as unsir_module
+from conun.config import OptimizerConfig
+from conun.engine.training import make_optimizer
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnsupportedScenarioError
 from conun.methods.unsir import Unsir, learn_error_maximizing_noise, retain_subset
+from conun.models.base import Classifier
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
@@ -122,3 +127,51 @@ def test_unsir_forgets_class_5_on_digits_and_repair_restores_utility(
     assert record.forget_batches is None and record.extra["stopped_by"] == "schedule"
     noise_ce = record.extra["noise_cross_entropy"]["5"]
     assert noise_ce[1] > noise_ce[0]
+
+
+def test_impair_mixes_noise_and_repair_steps_on_the_retain_subset_alone(
+    digits_run: tuple[Path, TrainedModel],
+    run_on_digits: Callable[..., RunRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Their notebook: impair = one epoch of Adam (lr 0.02) over the shuffled union of the noise
+    # copies and the retain subset; repair = a fresh Adam (lr 0.01) over the retain subset alone.
+    _, trained = digits_run
+    # A fingerprint per image (a fixed random projection, rounded) tells training images from
+    # noise without comparing every pair of images.
+    projection = torch.randn(
+        trained.data.train.images[0].numel(), generator=torch.Generator().manual_seed(0)
+    ).double()
+
+    def fingerprint(images: Tensor) -> Tensor:
+        return (images.detach().flatten(1).double() @ projection * 1e6).round().long()
+
+    train_keys = fingerprint(trained.data.train.images)
+    optimizers: list[tuple[str, float]] = []
+    batches: list[torch.Tensor] = []  # per train-mode forward: is each image a training image?
+
+    def record_optimizer(parameters: object, config: OptimizerConfig) -> torch.optim.Optimizer:
+        optimizers.append((config.name, config.lr))
+        return make_optimizer(parameters, config)
+
+    def record_batch(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        # The classifier's own forward in train mode: the impair and repair steps (the noise is
+        # learned and the checks are made in eval mode).
+        if isinstance(module, Classifier) and module.training:
+            batches.append(torch.isin(fingerprint(inputs[0]), train_keys))  # (B,)
+
+    monkeypatch.setattr(unsir_module, "make_optimizer", record_optimizer)
+    handle = register_module_forward_pre_hook(record_batch)
+    try:
+        record = run_on_digits(trained, CLASS_5, "unsir", options={"repair_lr": 0.005})
+    finally:
+        handle.remove()
+    options = resolve_unlearn_config("unsir", "class", dataset="digits").config
+    assert optimizers == [("adam", options.optimizer.lr), ("adam", 0.005)]
+    subset = record.extra["retain_subset_size"]
+    repair_steps = options.options["repair_epochs"] * -(-subset // 256)
+    impair, repair = batches[:-repair_steps], batches[-repair_steps:]
+    assert all(bool(known.all()) for known in repair)  # retain subset only
+    # Impair: every noise copy (one class, B_n = 256) and every retain-subset sample, once.
+    assert sum(int((~known).sum()) for known in impair) == 256 * options.options["noise_repeats"]
+    assert sum(int(known.sum()) for known in impair) == subset
