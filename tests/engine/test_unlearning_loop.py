@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conun.config import UnlearnConfig
+from conun.data.splits import ForgetRetainSplit
 from conun.engine import monitor as monitor_module
 from conun.engine.monitor import BatchLoader, LoopResume, RunClock, StoppingMonitor
 from conun.engine.resume import Resumable
 from conun.engine.stopping import RuleCheck
 from conun.engine.task import UnlearningTask
 from conun.engine.training import NonFiniteLossError
+from conun.evaluation.results import RunRecord
 from conun.methods.base import LossTerms, UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.base import Classifier
@@ -180,21 +183,23 @@ class ClaimsForgotten(ContrastiveUnlearning):
         return LossTerms(terms.total, terms.parts, torch.zeros_like(terms.forget_correct))
 
 
-def test_early_checks_probe_each_short_pass_and_wait_a_quarter_interval_after_failing(
-    digits_run: tuple[Path, TrainedModel],
-) -> None:
-    _, trained = digits_run
+def run_claiming_forgotten(
+    trained: TrainedModel, *, budget: float, passes: int
+) -> tuple[ForgetRetainSplit, UnlearnConfig, ContrastiveUnlearning, RunRecord]:
+    """:class:`ClaimsForgotten` on 200 random digits samples, checks ``auto`` within ``budget``,
+    at most ``passes`` passes: the split, the config, the method and the run's record."""
     split = ForgetSpec(num_samples=200).resolve(
         trained.data, torch.tensor(trained.meta.validation), 0
     )
     layer = {
         "optimizer": {"lr": 1e-12},
-        "stopping": {"check_every": "auto", "check_budget": 0.01, "max_passes": 20},
+        "stopping": {"check_every": "auto", "check_budget": budget, "max_passes": passes},
     }
     config = resolve_unlearn_config(
         "contrastive", "sample", dataset="digits", layers=[("test", layer)]
     ).config
     method = ClaimsForgotten.for_scenario("sample", config.options)
+    assert isinstance(method, ContrastiveUnlearning)
     _, record = run_method(
         config,
         trained.model,
@@ -205,6 +210,14 @@ def test_early_checks_probe_each_short_pass_and_wait_a_quarter_interval_after_fa
         original_seconds=None,
         quiet=True,
     )
+    return split, config, method, record
+
+
+def test_early_checks_probe_each_short_pass_and_wait_a_quarter_interval_after_failing(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    split, config, method, record = run_claiming_forgotten(trained, budget=0.01, passes=20)
     assert record.extra["stopped_by"] == "max_passes"
     # The interval as the monitor computes it: a check evaluates both subsets once; a batch
     # trains on (forget + retain) images at ~3 forward passes each (omega 1).
@@ -233,26 +246,7 @@ def test_early_checks_that_reuse_the_held_out_side_never_postpone_the_intervals_
     # reset the interval: a full check still comes every `every` batches (found on Fashion-MNIST:
     # a class re-forget ran 20 passes on the batch-0 held-out logits).
     _, trained = digits_run
-    split = ForgetSpec(num_samples=200).resolve(
-        trained.data, torch.tensor(trained.meta.validation), 0
-    )
-    layer = {
-        "optimizer": {"lr": 1e-12},
-        "stopping": {"check_every": "auto", "check_budget": 0.2, "max_passes": 12},
-    }
-    config = resolve_unlearn_config(
-        "contrastive", "sample", dataset="digits", layers=[("test", layer)]
-    ).config
-    _, record = run_method(
-        config,
-        trained.model,
-        trained.data,
-        split,
-        method=ClaimsForgotten.for_scenario("sample", config.options),
-        train_config=None,
-        original_seconds=None,
-        quiet=True,
-    )
+    split, config, _, record = run_claiming_forgotten(trained, budget=0.2, passes=12)
     batch_size = config.batch_size
     assert batch_size is not None
     every = math.ceil((200 + min(512, split.validation.numel())) / (3 * 0.2 * 2 * batch_size))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conun.config import ConfigError, TrainConfig
+from conun.config import ConfigError
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.finetune import (
@@ -23,38 +22,11 @@ from conun.methods.finetune import (
     prunable_weights,
 )
 from conun.models import build_model
-from conun.models.base import Classifier
-from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from conun.workflows.unlearning import run_method
+from digits_runs import run_keeping_model
 
 CLASS_5 = ForgetSpec(classes=(5,))
-
-
-def run_keeping_model(
-    trained: TrainedModel, spec: ForgetSpec, method: str, **config: Any
-) -> tuple[Classifier, RunRecord, Any]:
-    """Like the ``run_on_digits`` fixture, but also return the unlearned model and the method
-    object (whose masks the tests inspect)."""
-    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = resolve_unlearn_config(
-        method, split.scenario, dataset="digits", layers=[("test", config)]
-    ).config
-    runner = (Finetune if method == "finetune" else L1Sparse).for_scenario(
-        split.scenario, unlearn_config.options
-    )
-    model, record = run_method(
-        unlearn_config,
-        trained.model,
-        trained.data,
-        split,
-        method=runner,
-        train_config=TrainConfig.model_validate(trained.meta.train_config),
-        original_seconds=trained.meta.seconds,
-        quiet=True,
-    )
-    return model, record, runner
 
 
 def test_l1_weight_decays_linearly_per_epoch() -> None:

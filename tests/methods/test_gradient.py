@@ -6,51 +6,22 @@ forget-only batches from re-estimating the running statistics."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conun.config import ConfigError, TrainConfig
-from conun.evaluation.results import RunRecord
+from conun.config import ConfigError
 from conun.methods.base import UnlearningBatch
 from conun.methods.gradient import NegGrad, RandomLabel
 from conun.models import build_model
-from conun.models.base import Classifier
-from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from conun.workflows.unlearning import run_method
+from digits_runs import run_keeping_model
 
 CLASS_5 = ForgetSpec(classes=(5,))
 SAMPLES = ForgetSpec(fraction=0.05)
-
-
-def run_keeping_model(
-    trained: TrainedModel, spec: ForgetSpec, method: str, **config: Any
-) -> tuple[Classifier, RunRecord, Any]:
-    """Run ``method`` on a digits original (presets plus ``config``) and return the unlearned
-    model, its results row and the method object."""
-    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = resolve_unlearn_config(
-        method, split.scenario, dataset="digits", layers=[("test", config)]
-    ).config
-    runner = (NegGrad if method == "neggrad" else RandomLabel).for_scenario(
-        split.scenario, unlearn_config.options
-    )
-    model, record = run_method(
-        unlearn_config,
-        trained.model,
-        trained.data,
-        split,
-        method=runner,
-        train_config=TrainConfig.model_validate(trained.meta.train_config),
-        original_seconds=trained.meta.seconds,
-        quiet=True,
-    )
-    return model, record, runner
 
 
 def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:

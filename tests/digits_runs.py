@@ -1,0 +1,40 @@
+"""Running one unlearning method on a digits original and keeping what the tests inspect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from conun.config import TrainConfig
+from conun.evaluation.results import RunRecord
+from conun.methods import get_method
+from conun.methods.base import UnlearningMethod
+from conun.models.base import Classifier
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.training import TrainedModel
+from conun.workflows.unlearning import run_method
+
+
+def run_keeping_model(
+    trained: TrainedModel, spec: ForgetSpec, method: str, **config: Any
+) -> tuple[Classifier, RunRecord, UnlearningMethod]:
+    """Like the ``run_on_digits`` fixture (``method``'s digits presets plus ``config``), but
+    also return the unlearned model and the method object (whose state the tests inspect)."""
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    unlearn_config = resolve_unlearn_config(
+        method, split.scenario, dataset="digits", layers=[("test", config)]
+    ).config
+    runner = get_method(method).for_scenario(split.scenario, unlearn_config.options)
+    model, record = run_method(
+        unlearn_config,
+        trained.model,
+        trained.data,
+        split,
+        method=runner,
+        train_config=TrainConfig.model_validate(trained.meta.train_config),
+        original_seconds=trained.meta.seconds,
+        quiet=True,
+    )
+    return model, record, runner
