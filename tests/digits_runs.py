@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from conun.config import TrainConfig
 from conun.evaluation.results import RunRecord
@@ -38,3 +39,14 @@ def run_keeping_model(
         quiet=True,
     )
     return model, record, runner
+
+
+def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """Every BatchNorm layer's running mean and variance, cloned."""
+    return [
+        buffer.detach().clone()
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for buffer in (module.running_mean, module.running_var)
+        if buffer is not None
+    ]

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conun.config import TrainConfig
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch, UnsupportedScenarioError
 from conun.methods.boundary import (
@@ -25,10 +24,9 @@ from conun.methods.boundary import (
 )
 from conun.models import build_model
 from conun.models.base import Classifier
-from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from conun.workflows.unlearning import run_method
+from digits_runs import batchnorm_statistics, run_keeping_model
 
 CLASS_5 = ForgetSpec(classes=(5,))
 
@@ -192,34 +190,15 @@ def test_expanding_freeze_batchnorm_keeps_the_running_statistics(
     # so BatchNorm re-estimates its statistics on them (the default); freeze_batchnorm keeps the
     # original's, separating that from the shadow-class fine-tuning itself.
     _, trained = digits_run
-    split = CLASS_5.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    layer = {"options": {"freeze_batchnorm": freeze}, "stopping": {"max_passes": 1}}
-    config = resolve_unlearn_config(
-        "boundary_expanding", "class", dataset="digits", layers=[("test", layer)]
-    ).config
-    method = BoundaryExpanding.for_scenario("class", config.options)
-    assert isinstance(method, BoundaryExpanding) and method.freeze_batchnorm() is freeze
-
-    def statistics(model: nn.Module) -> list[Tensor]:
-        return [
-            buffer.detach().clone()
-            for module in model.modules()
-            if isinstance(module, nn.BatchNorm2d)
-            for buffer in (module.running_mean, module.running_var)
-            if buffer is not None
-        ]
-
-    before = statistics(trained.model)
-    model, record = run_method(
-        config,
-        trained.model,
-        trained.data,
-        split,
-        method=method,
-        train_config=TrainConfig.model_validate(trained.meta.train_config),
-        original_seconds=trained.meta.seconds,
-        quiet=True,
+    before = batchnorm_statistics(trained.model)
+    model, record, method = run_keeping_model(
+        trained,
+        CLASS_5,
+        "boundary_expanding",
+        options={"freeze_batchnorm": freeze},
+        stopping={"max_passes": 1},
     )
+    assert isinstance(method, BoundaryExpanding) and method.freeze_batchnorm() is freeze
     assert record.passes == 1 and before
-    same = all(torch.equal(a, b) for a, b in zip(statistics(model), before, strict=True))
+    same = all(torch.equal(a, b) for a, b in zip(batchnorm_statistics(model), before, strict=True))
     assert same is freeze

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from conun.config import ConfigError
 from conun.methods.base import UnlearningBatch
@@ -18,21 +17,10 @@ from conun.methods.gradient import NegGrad, RandomLabel
 from conun.models import build_model
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from digits_runs import run_keeping_model
+from digits_runs import batchnorm_statistics, run_keeping_model
 
 CLASS_5 = ForgetSpec(classes=(5,))
 SAMPLES = ForgetSpec(fraction=0.05)
-
-
-def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
-    """Every BatchNorm layer's running mean and variance, cloned."""
-    return [
-        buffer.detach().clone()
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-        for buffer in (module.running_mean, module.running_var)
-        if buffer is not None
-    ]
 
 
 def test_random_label_loss_is_the_joint_batch_mean_with_wrong_random_labels() -> None:
