@@ -63,7 +63,7 @@ def test_defaults_then_dataset_layer_with_their_sources() -> None:
         ("scrub", "class", "digits", {"batch_size": 64, "options.epochs": 6, "options.msteps": 2}),
         ("lcodec", "sample", "digits", {"options.perturbations": 200, "options.solver": "minres"}),
         ("fisher", "sample", "fashion-mnist", {"options.alpha": 1e-7, "batch_size": 8}),
-        ("neggrad", "class", "fashion-mnist", {"optimizer.lr": 3.33e-05, "batch_size": 64}),
+        ("neggrad", "class", "fashion-mnist", {"optimizer.lr": 3.33e-06, "batch_size": 64}),
     ],
 )
 def test_representative_resolved_values(
