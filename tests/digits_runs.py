@@ -19,15 +19,23 @@ from conun.workflows.unlearning import run_method
 
 
 def run_keeping_model(
-    trained: TrainedModel, spec: ForgetSpec, method: str, **config: Any
+    trained: TrainedModel, spec: ForgetSpec, method: UnlearningMethod | str, **config: Any
 ) -> tuple[Classifier, RunRecord, UnlearningMethod]:
     """Like the ``run_on_digits`` fixture (``method``'s digits presets plus ``config``), but
-    also return the unlearned model and the method object (whose state the tests inspect)."""
+    also return the unlearned model and the method object (whose state the tests inspect).
+
+    ``method``: a registered name (built from its digits preset's options), or a method object
+    built by the test (e.g. a subclass that records its state), run as it is."""
+    name = method if isinstance(method, str) else method.name
     split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
     unlearn_config = resolve_unlearn_config(
-        method, split.scenario, dataset="digits", layers=[("test", config)]
+        name, split.scenario, dataset="digits", layers=[("test", config)]
     ).config
-    runner = get_method(method).for_scenario(split.scenario, unlearn_config.options)
+    runner = (
+        get_method(method).for_scenario(split.scenario, unlearn_config.options)
+        if isinstance(method, str)
+        else method
+    )
     model, record = run_method(
         unlearn_config,
         trained.model,

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from conun.config import TrainConfig
 from conun.evaluation.results import RunRecord
-from conun.methods import get_method
-from conun.methods.base import UnlearningMethod, UnlearningTask
+from conun.methods.base import UnlearningTask
 from conun.methods.distillation import (
     BadTeacher,
     Scrub,
@@ -29,7 +28,7 @@ from conun.models.base import Classifier
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from conun.workflows.unlearning import run_method
+from digits_runs import run_keeping_model
 
 CLASS_FIVE = ForgetSpec(classes=(5,))
 FIVE_PERCENT = ForgetSpec(fraction=0.05)
@@ -55,33 +54,6 @@ def assert_bit_identical(module: torch.nn.Module, reference: dict[str, torch.Ten
     assert state.keys() == reference.keys()
     for name, tensor in state.items():
         assert torch.equal(tensor, reference[name]), name
-
-
-def run_keeping_method(
-    trained: TrainedModel, spec: ForgetSpec, method: UnlearningMethod | str, **config: object
-) -> tuple[UnlearningMethod, RunRecord]:
-    """Like conftest's ``unlearn_on_digits``, but returns the method object too (its teachers)."""
-    name = method if isinstance(method, str) else method.name
-    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    unlearn_config = resolve_unlearn_config(
-        name, split.scenario, dataset="digits", layers=[("test", config)]
-    ).config
-    runner = (
-        get_method(method).for_scenario(split.scenario, unlearn_config.options)
-        if isinstance(method, str)
-        else method
-    )
-    _, record = run_method(
-        unlearn_config,
-        trained.model,
-        trained.data,
-        split,
-        method=runner,
-        train_config=TrainConfig.model_validate(trained.meta.train_config),
-        original_seconds=trained.meta.seconds,
-        quiet=True,
-    )
-    return runner, record
 
 
 # --- the math ---------------------------------------------------------------------------------
@@ -156,7 +128,7 @@ def test_scrub_teacher_stays_bit_identical_and_the_class_is_forgotten(
 ) -> None:
     _, trained = digits_run
     original = state_copy(trained.model)
-    method, record = run_keeping_method(trained, CLASS_FIVE, "scrub", **SCRUB_DIGITS)
+    _, record, method = run_keeping_model(trained, CLASS_FIVE, "scrub", **SCRUB_DIGITS)
     assert isinstance(method, Scrub) and method.teacher is not None
     # The preset's SGD has momentum 0.9 and weight decay 5e-4: neither touched the teacher.
     config = resolve_unlearn_config(
@@ -200,7 +172,7 @@ def test_bad_teachers_stay_bit_identical_under_sgd_with_momentum_and_weight_deca
     method = SnapshotBadTeacher.for_scenario("class", {})
     assert isinstance(method, SnapshotBadTeacher) and method.name == "bad_teacher"
     sgd = {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4}
-    _, record = run_keeping_method(
+    _, record, _ = run_keeping_model(
         trained, CLASS_FIVE, method, batch_size=32, optimizer=sgd, stopping={"max_passes": 2}
     )
     assert method.competent_teacher is not None and method.incompetent_teacher is not None

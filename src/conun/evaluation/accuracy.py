@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +15,8 @@ from conun.data.splits import ForgetRetainSplit
 from conun.distributed.device import to_device
 from conun.distributed.group import gather_rows, shard
 from conun.models.base import Classifier, ModelOutput
+
+_Output = TypeVar("_Output")
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,41 @@ class SplitMetrics:
         return asdict(self)
 
 
-@torch.no_grad()
+def _over_batches(
+    model: nn.Module,
+    images: Tensor,
+    forward: Callable[[Tensor], _Output],
+    *,
+    batch_size: int,
+    device: torch.device | str | None,
+    channels_last: bool,
+) -> list[_Output]:
+    """``forward`` of each batch of ``images`` with the model in eval mode on ``device`` (None:
+    where its parameters are), without gradients; its mode and device are restored afterwards.
+
+    Raises:
+        ValueError: ``images`` is empty.
+    """
+    if images.shape[0] == 0:
+        raise ValueError("no images to compute outputs of")
+    home = next(model.parameters()).device
+    target = home if device is None else torch.device(device)
+    was_training = model.training
+    model.eval().to(target)
+    try:
+        with torch.no_grad():
+            return [
+                forward(
+                    to_device(
+                        images[start : start + batch_size], target, channels_last=channels_last
+                    )
+                )
+                for start in range(0, images.shape[0], batch_size)
+            ]
+    finally:
+        model.train(was_training).to(home)
+
+
 def model_logits(
     model: nn.Module,
     images: Tensor,
@@ -55,27 +93,17 @@ def model_logits(
     Raises:
         ValueError: ``images`` is empty.
     """
-    home = next(model.parameters()).device
-    target = home if device is None else torch.device(device)
-    was_training = model.training
-    model.eval().to(target)
-    try:
-        chunks = [
-            model(
-                to_device(images[start : start + batch_size], target, channels_last=channels_last)
-            )
-            .float()
-            .cpu()
-            for start in range(0, images.shape[0], batch_size)
-        ]
-    finally:
-        model.train(was_training).to(home)
-    if not chunks:
-        raise ValueError("no images to compute logits of")
+    chunks = _over_batches(
+        model,
+        images,
+        lambda batch: model(batch).float().cpu(),
+        batch_size=batch_size,
+        device=device,
+        channels_last=channels_last,
+    )
     return torch.cat(chunks)
 
 
-@torch.no_grad()
 def model_outputs(
     model: Classifier,
     images: Tensor,
@@ -97,24 +125,18 @@ def model_outputs(
     Raises:
         ValueError: ``images`` is empty.
     """
-    if images.shape[0] == 0:
-        raise ValueError("no images to compute outputs of")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    features: list[Tensor] = []
-    logits: list[Tensor] = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            batch = to_device(
-                images[start : start + batch_size], device, channels_last=channels_last
-            )
-            output = model.forward_features(batch)
-            features.append(output.features.float().cpu())
-            logits.append(output.logits.float().cpu())
-    finally:
-        model.train(was_training)
-    return ModelOutput(features=torch.cat(features), logits=torch.cat(logits))
+
+    def forward(batch: Tensor) -> tuple[Tensor, Tensor]:
+        output = model.forward_features(batch)
+        return output.features.float().cpu(), output.logits.float().cpu()
+
+    chunks = _over_batches(
+        model, images, forward, batch_size=batch_size, device=None, channels_last=channels_last
+    )
+    return ModelOutput(
+        features=torch.cat([features for features, _ in chunks]),
+        logits=torch.cat([logits for _, logits in chunks]),
+    )
 
 
 def gathered_logits(
