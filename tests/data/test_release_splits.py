@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import jsonschema
 import pytest
 import torch
 
 from conun.data.splits import ForgetRequestError, ForgetRetainSplit
+from conun.evaluation.results import results_schema
 from conun.io import sha256_json
 from conun.workflows.requests import ForgetSpec
 
@@ -31,6 +33,10 @@ def test_release_sample_split_takes_the_first_indices() -> None:
     split = ForgetRetainSplit.from_leading(10, num_samples=3, validation=validation)
     assert split.forget.tolist() == [0, 2, 3]
     assert split.retain.tolist() == [5, 6, 7, 8, 9]
+    # results.json records the request without a seed (none drew it), and stays valid.
+    assert split.request() == {"num_samples": 3}
+    forget_schema = results_schema()["properties"]["runs"]["items"]["properties"]["forget"]
+    jsonschema.validate(split.request(), forget_schema)
     with pytest.raises(ForgetRequestError, match="cannot forget 8 samples"):
         ForgetRetainSplit.from_leading(10, num_samples=8, validation=validation)
 

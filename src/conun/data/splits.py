@@ -249,6 +249,9 @@ class ForgetRetainSplit:
             return {"classes": list(self.classes)}
         if self.ids_file is not None:
             return {"ids_file": self.ids_file, "num_samples": int(self.forget.numel())}
+        if self.seed is None:
+            # Drawn by no seed: the leading samples (the release's split) or ids given in code.
+            return {"num_samples": int(self.forget.numel())}
         return {"num_samples": int(self.forget.numel()), "seed": self.seed}
 
     def to_dict(self) -> dict[str, Any]:
