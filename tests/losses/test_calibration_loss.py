@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from conun.losses import calibration_loss, logit_confidence, matched_targets, neighbour_targets
+from conun.losses import (
+    calibration_loss,
+    logit_confidence,
+    matched_targets,
+    neighbour_targets,
+    rank_quantiles,
+    targets_by_rank,
+)
 
 
 def test_logit_confidence_is_log_odds_of_the_true_class() -> None:
@@ -34,6 +41,24 @@ def test_matched_targets_follow_the_rank_quantiles() -> None:
     scores = torch.tensor([3.0, -1.0, 7.0, 5.0])  # ranks 1, 0, 3, 2 of 4
     targets = matched_targets(scores, reference)
     torch.testing.assert_close(targets, torch.tensor([37.5, 12.5, 87.5, 62.5]))
+
+
+def test_rank_quantile_table_matches_a_quantile_per_sample() -> None:
+    # The table is computed once per batch size and placed by one sort; the reference is a
+    # quantile of the whole reference set per sample, from its rank by counting.
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(500, generator=generator) * 3 + 5
+    scores = torch.randn(37, generator=generator)
+    expected = []
+    for score in scores:
+        rank = int((scores < score).sum())
+        level = (rank + 0.5) / scores.numel()
+        expected.append(float(torch.quantile(reference.double(), level)))
+    table = rank_quantiles(reference, scores.numel())
+    torch.testing.assert_close(targets_by_rank(scores, table), torch.tensor(expected))
+    torch.testing.assert_close(matched_targets(scores, reference), torch.tensor(expected))
+    with pytest.raises(ValueError, match="quantiles"):
+        targets_by_rank(scores, table[:-1])
 
 
 def test_neighbour_targets_match_a_loop_reference() -> None:

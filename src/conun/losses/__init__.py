@@ -5,6 +5,8 @@ from conun.losses.calibration import (
     logit_confidence,
     matched_targets,
     neighbour_targets,
+    rank_quantiles,
+    targets_by_rank,
 )
 from conun.losses.contrastive import (
     contrastive_unlearning_loss,
@@ -18,6 +20,8 @@ __all__ = [
     "logit_confidence",
     "matched_targets",
     "neighbour_targets",
+    "rank_quantiles",
     "release_contrastive_unlearning_loss",
     "relu_embedding",
+    "targets_by_rank",
 ]

@@ -49,6 +49,46 @@ def logit_confidence(logits: Tensor, labels: Tensor) -> Tensor:
     return true - torch.logsumexp(others, dim=1)
 
 
+def rank_quantiles(reference: Tensor, count: int) -> Tensor:
+    """``(count,)`` the ``(k + 0.5) / count`` quantiles of ``reference``, ``k = 0 .. count - 1``
+    (ascending; linear interpolation, as :func:`torch.quantile`): the target of each rank in a
+    batch of ``count`` (:func:`targets_by_rank`). Depends on the batch size only, so a run
+    computes it once per batch size instead of sorting the reference at every step.
+
+    Args:
+        reference: ``(M,)`` non-empty reference scores.
+        count: the batch size ``B >= 1``.
+    """
+    if reference.ndim != 1 or reference.numel() == 0 or count < 1:
+        raise ValueError(
+            f"need non-empty (M,) reference and count >= 1, got {tuple(reference.shape)} and "
+            f"{count}"
+        )
+    levels = (torch.arange(count, dtype=torch.float64) + 0.5) / count
+    values = reference.detach().double()
+    return torch.quantile(values, levels.to(values.device))
+
+
+def targets_by_rank(scores: Tensor, quantiles: Tensor) -> Tensor:
+    """``(B,)`` ``targets[i] = quantiles[rank_i]``, ``rank_i`` the 0-based rank of ``scores[i]``
+    in ascending order (ties in index order).
+
+    Args:
+        scores: ``(B,)`` the batch's scores.
+        quantiles: ``(B,)`` ascending targets (:func:`rank_quantiles` of the reference).
+    """
+    if scores.ndim != 1 or quantiles.shape != scores.shape:
+        raise ValueError(
+            f"need (B,) scores and (B,) quantiles, got {tuple(scores.shape)} and "
+            f"{tuple(quantiles.shape)}"
+        )
+    # One sort: the sample of rank k (``order[k]``) gets the k-th quantile.
+    order = torch.argsort(scores.detach(), stable=True)
+    targets = torch.empty_like(scores, dtype=scores.dtype)
+    targets[order] = quantiles.to(device=scores.device, dtype=scores.dtype)
+    return targets
+
+
 def matched_targets(scores: Tensor, reference: Tensor) -> Tensor:
     """``(B,)`` the reference quantile each score is matched to by rank.
 
@@ -58,16 +98,15 @@ def matched_targets(scores: Tensor, reference: Tensor) -> Tensor:
 
     Returns:
         ``targets[i]`` = the ``(rank_i + 0.5) / B`` quantile of ``reference`` (linear
-        interpolation), ``rank_i`` the 0-based rank of ``scores[i]`` in ascending order.
+        interpolation), ``rank_i`` the 0-based rank of ``scores[i]`` in ascending order:
+        :func:`targets_by_rank` of :func:`rank_quantiles`.
     """
     if scores.ndim != 1 or reference.ndim != 1 or reference.numel() == 0:
         raise ValueError(
             f"need (B,) scores and non-empty (M,) reference, got {tuple(scores.shape)} and "
             f"{tuple(reference.shape)}"
         )
-    ranks = torch.argsort(torch.argsort(scores.detach()))
-    levels = (ranks.double() + 0.5) / scores.numel()
-    return torch.quantile(reference.detach().double().to(scores.device), levels).to(scores.dtype)
+    return targets_by_rank(scores, rank_quantiles(reference, scores.numel()))
 
 
 def neighbour_targets(
@@ -152,4 +191,11 @@ def calibration_loss(scores: Tensor, targets: Tensor) -> Tensor:
     return torch.relu(scores - targets.detach()).mean()
 
 
-__all__ = ["calibration_loss", "logit_confidence", "matched_targets", "neighbour_targets"]
+__all__ = [
+    "calibration_loss",
+    "logit_confidence",
+    "matched_targets",
+    "neighbour_targets",
+    "rank_quantiles",
+    "targets_by_rank",
+]

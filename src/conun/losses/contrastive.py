@@ -13,6 +13,8 @@ left out. The loss is the mean of ``l_i`` over anchors (the paper's sum; the sca
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,34 +59,67 @@ def contrastive_unlearning_loss(
         # Nothing to contrast; a zero connected to both inputs keeps backward() valid.
         return forget_z.sum() * 0.0 + retain_z.sum() * 0.0
 
-    similarity = forget_z @ retain_z.T / temperature  # (Nf, Nr)
-    same_class = forget_y[:, None] == retain_y[None, :]  # (Nf, Nr): P(i) per row
-    other_class = ~same_class  # N(i) per row
-
-    # Pull: minus the mean similarity to the other classes' retain samples.
-    other_count = other_class.sum(dim=1)
-    pull = -(similarity * other_class).sum(dim=1) / other_count.clamp(min=1)
-
-    has_same = same_class.any(dim=1)
-    if not bool(has_same.any()):
-        # No anchor has a same-class reference (always so in class unlearning): the push term
-        # is zero for every row, so the loss is the pull term alone, bit for bit, without the
-        # dozen tensor ops of the masked log-sum-exp on every step.
-        return _mean(pull, anchor_weights)
-    # Push: log-sum-exp over the same class's retain samples. Rows with an empty P(i) are
-    # filled with zeros *before* the log-sum-exp: a row of -inf would give NaN gradients even
-    # when torch.where later discards it.
-    same_logits = similarity.masked_fill(~same_class, float("-inf"))
-    same_logits = torch.where(has_same[:, None], same_logits, torch.zeros_like(same_logits))
-    push = torch.where(has_same, torch.logsumexp(same_logits, dim=1), torch.zeros_like(pull))
-
-    return _mean(pull + push, anchor_weights)
+    same_class = forget_y[:, None] == retain_y[None, :]  # (Nf, Nr): P(i) per row; N(i) the rest
+    weights = None if anchor_weights is None else anchor_weights.detach()
+    loss: Tensor = _ContrastiveUnlearningLoss.apply(
+        forget_z, retain_z, same_class, weights, temperature
+    )
+    return loss
 
 
-def _mean(per_anchor: Tensor, weights: Tensor | None) -> Tensor:
-    if weights is None:
-        return per_anchor.mean()
-    return (per_anchor * weights.detach().to(per_anchor.dtype)).sum() / per_anchor.shape[0]
+class _ContrastiveUnlearningLoss(torch.autograd.Function):
+    """Eq. 5-6 with its gradient written out.
+
+    With ``s_ij = z_i . r_j / tau`` and ``L = sum_i w_i l_i / Nf``, the gradient with respect to
+    the similarities is one matrix,
+
+        dL/ds_ij = (w_i / Nf) (softmax_{P(i)}(s_i)_j [j in P(i)] - [j in N(i)] / |N(i)|),
+
+    so ``dL/dz = G R / tau`` and ``dL/dr = G^T Z / tau``: two matrix products. Autograd through
+    the masked log-sum-exp took a dozen small kernels per step, which on a CPU cost as much
+    as the products themselves (issue #14: the step's throughput). The value and gradient are
+    checked against autograd on the plain formula (tests/losses/test_contrastive_loss.py).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        forget_z: Tensor,
+        retain_z: Tensor,
+        same_class: Tensor,
+        weights: Tensor | None,
+        temperature: float,
+    ) -> Tensor:
+        similarity = forget_z @ retain_z.T / temperature  # (Nf, Nr)
+        other_class = ~same_class
+        other_count = other_class.sum(dim=1, keepdim=True).clamp(min=1)
+        # Pull: minus the mean similarity to the other classes' retain samples (0 without any).
+        pull = -(torch.where(same_class, 0.0, similarity).sum(dim=1, keepdim=True) / other_count)
+        # Push: log-sum-exp over the same class's retain samples; 0 for an anchor without any
+        # (its row of -inf has log-sum-exp -inf, replaced before it meets anything else).
+        same_logits = similarity.masked_fill(other_class, float("-inf"))
+        has_same = same_class.any(dim=1, keepdim=True)
+        push = torch.where(has_same, torch.logsumexp(same_logits, dim=1, keepdim=True), 0.0)
+        # dl_i / ds_ij: softmax over P(i) (exp(-inf - 0) = 0 for a row without P(i)) minus the
+        # uniform weights over N(i).
+        coefficient = torch.exp(same_logits - push) - other_class / other_count
+        count = forget_z.shape[0]
+        scale = (
+            torch.full((count, 1), 1.0 / count, dtype=similarity.dtype, device=similarity.device)
+            if weights is None
+            else weights.to(similarity.dtype)[:, None] / count
+        )
+        ctx.save_for_backward(forget_z, retain_z, coefficient * scale)
+        ctx.temperature = temperature
+        return ((pull + push) * scale).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        forget_z, retain_z, coefficient = ctx.saved_tensors
+        g = coefficient * (grad / ctx.temperature)
+        grad_forget = g @ retain_z if ctx.needs_input_grad[0] else None
+        grad_retain = g.T @ forget_z if ctx.needs_input_grad[1] else None
+        return grad_forget, grad_retain, None, None, None
 
 
 def release_contrastive_unlearning_loss(

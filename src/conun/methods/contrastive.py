@@ -29,10 +29,11 @@ from conun.losses import (
     calibration_loss,
     contrastive_unlearning_loss,
     logit_confidence,
-    matched_targets,
     neighbour_targets,
+    rank_quantiles,
     release_contrastive_unlearning_loss,
     relu_embedding,
+    targets_by_rank,
 )
 from conun.methods.base import (
     LoopMethod,
@@ -230,6 +231,14 @@ class ContrastiveUnlearning(LoopMethod):
     #: forget set), else None.
     sample_targets: Tensor | None = None
 
+    def __init__(self, options: StrictModel) -> None:
+        super().__init__(options)
+        # ``batch size -> (B,)`` rank quantiles of ``reference_scores`` (:func:`rank_quantiles`):
+        # computed once per batch size of a run instead of sorting the reference at every step,
+        # and dropped whenever ``reference_scores`` is replaced.
+        self._rank_quantiles: dict[int, Tensor] = {}
+        self._quantiles_of: Tensor | None = None
+
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         self.reference_scores = None
         self.sample_targets = None
@@ -286,7 +295,12 @@ class ContrastiveUnlearning(LoopMethod):
         assert self.reference_scores is not None
         scores = logit_confidence(forget_logits.float(), forget_y)
         if self.sample_targets is None:
-            return scores, matched_targets(scores, self.reference_scores)
+            if self._quantiles_of is not self.reference_scores:
+                self._rank_quantiles, self._quantiles_of = {}, self.reference_scores
+            size = scores.numel()
+            if size not in self._rank_quantiles:
+                self._rank_quantiles[size] = rank_quantiles(self.reference_scores, size)
+            return scores, targets_by_rank(scores, self._rank_quantiles[size])
         if forget_indices is None:
             raise RuntimeError(
                 "options.match_by=neighbours needs the forget batch's indices; this loop does "
