@@ -29,6 +29,9 @@ from torch import Tensor
 from conun.config import TrainConfig, build_train_config
 from conun.evaluation.ulira import logit_scaled_confidence
 from conun.workflows.inputs import load_training_data
+
+# _train_shadow loads a trained shadow from the audit's cache (there is no public loader: the
+# audit itself never needs the trained, not-yet-unlearned model outside a job).
 from conun.workflows.ulira_shadows import _train_shadow, plan_shadow_jobs
 
 

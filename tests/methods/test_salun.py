@@ -10,15 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conun.config import ConfigError, TrainConfig
+from conun.config import ConfigError
 from conun.evaluation.results import RunRecord
 from conun.methods.base import UnlearningBatch
 from conun.methods.salun import SalUn, forget_gradient, saliency_masks, wrong_labels
 from conun.models import build_model
-from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
-from conun.workflows.unlearning import run_method
+from digits_runs import run_keeping_model
 
 CLASS_5 = ForgetSpec(classes=(5,))
 
@@ -85,26 +84,15 @@ def test_loss_is_the_joint_batch_mean_with_wrong_random_labels() -> None:
 def test_non_salient_weights_stay_bit_identical(digits_run: tuple[Path, TrainedModel]) -> None:
     _, trained = digits_run
     split = CLASS_5.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    layer = {
-        "optimizer": {"momentum": 0.9, "weight_decay": 5e-4},
-        "stopping": {"rule": "none", "max_passes": 2},
-    }
-    config = resolve_unlearn_config(
-        "salun", "class", dataset="digits", layers=[("test", layer)]
-    ).config
-    method = SalUn.for_scenario("class", config.options)
-    assert isinstance(method, SalUn)
     before = [p.detach().clone() for p in trained.model.parameters()]
-    model, record = run_method(
-        config,
-        trained.model,
-        trained.data,
-        split,
-        method=method,
-        train_config=TrainConfig.model_validate(trained.meta.train_config),
-        original_seconds=trained.meta.seconds,
-        quiet=True,
+    model, record, method = run_keeping_model(
+        trained,
+        CLASS_5,
+        "salun",
+        optimizer={"momentum": 0.9, "weight_decay": 5e-4},
+        stopping={"rule": "none", "max_passes": 2},
     )
+    assert isinstance(method, SalUn)
     masks = method.masks
     total = sum(m.numel() for m in masks)
     assert sum(int(m.sum()) for m in masks) == int(0.5 * total)
