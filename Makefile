@@ -23,7 +23,7 @@ system-packages:
 	@sh tools/install-system-packages
 
 test: install system-packages
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests experiments

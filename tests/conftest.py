@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel, train_original
 from conun.workflows.unlearning import run_method
 from interruptions import SimulatedCrashError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per test process, and in the processes the tests start: ``make test``
+    runs one pytest-xdist worker per core, and two workers of two threads each on two cores
+    slow every test several-fold. Serial runs use one thread too, so that a test's numbers do
+    not depend on how it was run (the digits originals differ in their last bits between one
+    and two threads)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def digits_config(**changes: object) -> TrainConfig:

@@ -363,8 +363,8 @@ def test_a_killed_apply_leaves_the_ledger_consistent(
 def test_a_later_request_leaves_an_earlier_class_under_its_rules_bound(
     ledger: Ledger, digits_run: tuple[Path, TrainedModel], class_accuracy: float | None
 ) -> None:
-    # Without the re-forget step, a 40-sample request run for 10 passes brings class 3 back
-    # from ~1.5% to ~7.6% of its training samples (the BatchNorm statistics drift on batches
+    # Without the re-forget step, a 40-sample request run for 3 passes brings class 3 back
+    # from ~4.6% to ~8.4% of its training samples (the BatchNorm statistics drift on batches
     # without class 3; with the default's stopping rule it stops after a few steps, and the
     # step has nothing to do). Under chance (the default bound) that is left alone; above a
     # bound of 5% it is unlearned again, back to where version 1 left it.
@@ -372,7 +372,7 @@ def test_a_later_request_leaves_an_earlier_class_under_its_rules_bound(
     ledger.request(classes=[3])
     ledger.apply(overrides=bound)
     ledger.request(ids=trained_ids(digits_run[1], 40))
-    ledger.apply(overrides=[*bound, "stopping.rule=none", "stopping.max_passes=10"])
+    ledger.apply(overrides=[*bound, "stopping.rule=none", "stopping.max_passes=3"])
     first, second = (
         json.loads((ledger.path / f"versions/{v}/certificate.json").read_text()) for v in (1, 2)
     )
