@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from conun.config import ConfigError
 from conun.evaluation.results import RunRecord
@@ -305,3 +306,43 @@ def test_sample_unlearning_on_digits_removes_every_sample_and_keeps_utility(
     assert record.metrics["test_acc"] >= original["test_acc"] - 0.03
     assert record.metrics["retain_train_acc"] >= original["retain_train_acc"] - 0.03
     assert 0 < record.seconds < 30
+
+
+class AttentionNetwork(nn.Module):
+    """A one-head self-attention layer over 4 tokens (F.scaled_dot_product_attention, as timm's
+    ViTs call it), then a linear head: (B, 1, 4, 4) -> (B, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x.flatten(1, 2)).chunk(3, dim=-1)  # (B, 4 tokens, 4) each
+        attended = F.scaled_dot_product_attention(q, k, v)
+        return self.head(attended.mean(dim=1))  # type: ignore[no-any-return]
+
+
+def test_hessians_go_through_fused_attention() -> None:
+    """Forward-mode AD has no formula for the fused attention kernels (a ViT's lcodec run failed
+    on them): both Hessian routes match autograd's reverse-over-reverse Hessian."""
+    torch.manual_seed(0)
+    model = AttentionNetwork().eval()
+    images, labels = torch.randn(6, 1, 4, 4), torch.randint(0, 3, (6,))
+    blocks = selected_blocks(model, unit_layers(model), [0, 2])
+    parameters = {name: p.detach() for name, p in model.named_parameters()}
+    theta = gather_selected(parameters, blocks)
+
+    def loss(selected: torch.Tensor) -> torch.Tensor:
+        merged = scatter_selected(parameters, blocks, selected)
+        logits = torch.func.functional_call(model, merged, (images,))
+        return F.cross_entropy(logits, labels, reduction="sum")
+
+    # The reference's double backward has no formula for them either: it runs the math kernel.
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = torch.autograd.functional.hessian(loss, theta)
+    hessian = selected_hessian(model, blocks, iter([(images, labels)]), tangent_chunk=5)
+    torch.testing.assert_close(hessian, reference, atol=1e-5, rtol=1e-4)
+    vector = torch.randn(theta.numel())
+    product = hessian_vector_product(model, blocks, [(images, labels)])
+    torch.testing.assert_close(product(vector), reference @ vector, atol=1e-5, rtol=1e-4)

@@ -108,6 +108,45 @@ def test_same_seed_gives_identical_weights(name: str) -> None:
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+@pytest.mark.parametrize(
+    "name, expansion, blocks",
+    [("resnet18", 1, [2, 2, 2, 2]), ("resnet34_proj", 1, [3, 4, 6, 3]),
+     ("resnet50", 4, [3, 4, 6, 3]), ("resnet101_proj", 4, [3, 4, 23, 3])],
+)  # fmt: skip
+def test_resnet_width_scales_every_stage_and_keeps_the_depth(
+    name: str, expansion: int, blocks: list[int]
+) -> None:
+    model = build_model(name, num_classes=10, input_shape=(3, 8, 8), model_args={"width": 4})
+    encoder = model.encoder  # type: ignore[attr-defined]
+    assert encoder.conv1.out_channels == 4
+    for stage, count in enumerate(blocks):
+        layer = getattr(encoder, f"layer{stage + 1}")
+        assert len(layer) == count
+        assert layer[-1].conv1.in_channels == 4 * 2**stage * expansion
+    out = model.forward_features(torch.randn(2, 3, 8, 8))
+    assert out.logits.shape == (2, 10)
+    assert out.features.shape[1] == (128 if name.endswith("_proj") else 8 * 4 * expansion)
+    torch.manual_seed(0)
+    default = build_model(name, num_classes=10, input_shape=(3, 8, 8))
+    torch.manual_seed(0)
+    wide = build_model(name, num_classes=10, input_shape=(3, 8, 8), model_args={"width": 64})
+    # width 64 is the paper's model, built exactly as before the option existed.
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(default.state_dict().values(), wide.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [({"width": 0}, "width must be an integer >= 1"), ({"width": 2.5}, "got 2.5"),
+     ({"depth": 3}, "takes no model_args depth; it takes width")],
+)  # fmt: skip
+def test_resnet_model_args_are_checked(args: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), model_args=args)
+
+
 def test_unknown_model_names_the_registered_ones() -> None:
     with pytest.raises(UnknownModelError) as info:
         build_model("resnet19", num_classes=10, input_shape=(3, 32, 32))

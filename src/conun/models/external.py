@@ -121,9 +121,16 @@ class TimmClassifier(Classifier):
         out: Tensor = self.model.forward_head(hidden, pre_logits=True)  # type: ignore[operator]
         return out.flatten(1)
 
+    @property
+    def head(self) -> nn.Module:
+        """timm's classifier (the same object as inside ``self.model``): the output layer that
+        fisher and boundary_expanding look for, as on conun's own models."""
+        head: nn.Module = self.model.get_classifier()  # type: ignore[operator]
+        return head
+
     def classify(self, features: Tensor) -> Tensor:
         """``(N, D)`` -> ``(N, C)`` logits through timm's classifier."""
-        out: Tensor = self.model.get_classifier()(features)  # type: ignore[operator]
+        out: Tensor = self.head(features)
         return out
 
 

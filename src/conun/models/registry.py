@@ -8,6 +8,9 @@ the request (number of classes, input shape) once, centrally, before any factory
 
     model = build_model("my_net", num_classes=10, input_shape=(3, 32, 32))
 
+A registered model may take constructor arguments of its own (``args``; conun's ResNets take
+``width``, the channels of the first stage), given as ``model_args`` like a source's.
+
 Models from other libraries are named with a source prefix, ``timm:<name>``,
 ``torchvision:<name>`` or ``hf:<directory>`` (:mod:`conun.models.external`); a source registers
 with :func:`register_model_source` and receives the ``model_args`` of the request::
@@ -37,10 +40,10 @@ SOURCE_SEPARATOR = ":"
 """Separates a source prefix from its argument: ``timm:vit_small_patch16_224``."""
 
 
-class ModelFactory(Protocol):
-    """Builds an untrained model; called by :func:`build_model` after validation."""
-
-    def __call__(self, *, num_classes: int, input_shape: InputShape) -> Classifier: ...
+ModelFactory = Callable[..., Classifier]
+"""Builds an untrained model; called by :func:`build_model` after validation as
+``factory(num_classes=C, input_shape=(C_in, H, W), **model_args)``, with only the
+``model_args`` names the model declared (``register_model(..., args=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,14 @@ class ModelSpec:
         factory: builds the model.
         min_size: smallest input height and width the architecture accepts.
         description: first line of the factory's docstring, for listings.
+        args: the ``model_args`` names the factory accepts (none for most models).
     """
 
     name: str
     factory: ModelFactory
     min_size: int
     description: str
+    args: tuple[str, ...] = ()
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -113,12 +118,16 @@ class UnknownModelError(ValueError):
         self.available = available
 
 
-def register_model(name: str, *, min_size: int = 8) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(
+    name: str, *, min_size: int = 8, args: tuple[str, ...] = ()
+) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering a model factory under ``name``.
 
     Args:
         name: lower_snake registry name; must not be taken.
         min_size: smallest input height and width the architecture accepts.
+        args: keyword arguments the factory accepts through ``model_args`` (the factory
+            validates their values).
 
     Returns:
         The decorator; it returns the factory unchanged.
@@ -136,6 +145,7 @@ def register_model(name: str, *, min_size: int = 8) -> Callable[[ModelFactory], 
             factory=factory,
             min_size=min_size,
             description=doc.splitlines()[0] if doc else "",
+            args=tuple(args),
         )
         return factory
 
@@ -257,7 +267,8 @@ def build_model(
         num_classes: C >= 2, the width of the logits.
         input_shape: ``(C_in, H, W)`` of the images the model will see.
         model_args: keyword arguments for a source's constructor (e.g. ``img_size``,
-            ``patch_size``, ``depth``, ``embed_dim`` for a timm ViT); registered models take none.
+            ``patch_size``, ``depth``, ``embed_dim`` for a timm ViT), or those a registered
+            model declares (``width`` for conun's ResNets).
 
     Returns:
         The model, in training mode, on the CPU.
@@ -265,7 +276,7 @@ def build_model(
     Raises:
         UnknownModelError: ``name`` is not registered.
         ValueError: ``num_classes`` or ``input_shape`` is not allowed for this model, or
-            ``model_args`` are given for a registered model.
+            ``model_args`` a registered model does not take (or bad values for those it does).
     """
     args = dict(model_args or {})
     found = model_source(name)
@@ -275,12 +286,18 @@ def build_model(
         shape = _check_input_shape(name, input_shape, 1)
         return source.factory(argument, num_classes=num_classes, input_shape=shape, model_args=args)
     spec = get_model_spec(name)
-    if args:
+    unknown = sorted(set(args) - set(spec.args))
+    if unknown and not spec.args:
         raise ValueError(
-            f"model {name!r} takes no model_args (got {', '.join(sorted(args))}); model_args "
-            f"configure models of a library: "
+            f"model {name!r} takes no model_args (got {', '.join(unknown)}); model_args "
+            "configure models of a library: "
             + ", ".join(source.usage for source in MODEL_SOURCES.values())
+        )
+    if unknown:
+        raise ValueError(
+            f"model {name!r} takes no model_args {', '.join(unknown)}; it takes "
+            f"{', '.join(spec.args)}"
         )
     _check_num_classes(num_classes)
     shape = _check_input_shape(name, input_shape, spec.min_size)
-    return spec.factory(num_classes=num_classes, input_shape=shape)
+    return spec.factory(num_classes=num_classes, input_shape=shape, **args)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from scipy.sparse.linalg import LinearOperator, minres
 from torch import Tensor, nn
 from torch.func import functional_call, grad
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from conun.methods.lcodec.selection import UnitLayer
 
@@ -183,7 +184,10 @@ def hessian_vector_product(
 
     def total_loss(selected: Tensor, images: Tensor, labels: Tensor) -> Tensor:
         merged = scatter_selected(parameters, blocks, selected)
-        logits = functional_call(model, (merged, buffers), (images,))
+        # Forward-mode AD (the jvp below) has no formula for the fused attention kernels (flash
+        # or memory-efficient, on CPU and CUDA): attention layers (ViTs) use the plain math one.
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = functional_call(model, (merged, buffers), (images,))
         return F.cross_entropy(logits, labels, reduction="sum")
 
     gradient = grad(total_loss)
@@ -286,7 +290,10 @@ def selected_hessian(
 
     def total_loss(selected: Tensor, images: Tensor, labels: Tensor) -> Tensor:
         merged = scatter_selected(parameters, blocks, selected)
-        logits = functional_call(model, (merged, buffers), (images,))
+        # Forward-mode AD (the jvp below) has no formula for the fused attention kernels (flash
+        # or memory-efficient, on CPU and CUDA): attention layers (ViTs) use the plain math one.
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = functional_call(model, (merged, buffers), (images,))
         return F.cross_entropy(logits, labels, reduction="sum")
 
     gradient = grad(total_loss)
