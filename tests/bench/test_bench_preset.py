@@ -124,6 +124,14 @@ GOOD = "dataset: digits\nrequests: [{class: [5]}]\nseeds: [0]\n"
         (GOOD.replace("[0]", "[1, 1]"), ["seeds must be distinct"]),
         (GOOD + "train: {seed: 3}\n", ["train", "seed cannot be set here"]),
         (GOOD + "unlearn: {options: {omega: 2}}\n", ["unlearn", "options cannot be set here"]),
+        (
+            GOOD + "unlearn_per_method: {magic: {batch_size: 8}}\n",
+            ["unlearn_per_method names unknown method(s) magic", "contrastive"],
+        ),
+        (
+            GOOD + "unlearn_per_method: {contrastive: {seed: 3}}\n",
+            ["unlearn_per_method", "seed cannot be set here"],
+        ),
         (GOOD + "device: tpu\n", ["device", "allowed: cpu, cuda"]),
         (GOOD + "requests: 5\n", ["requests"]),
     ],
@@ -149,6 +157,10 @@ def test_invalid_presets_name_the_problem(tmp_path: Path, text: str, expected: l
             ["class5 is a class request", "lcodec supports only sample", "unsir"],
         ),
         (GOOD + "methods: [contrastive, lcodec]\n", ["lcodec supports only sample", "class"]),
+        (
+            GOOD + "methods: [contrastive]\nunlearn_per_method: {contrastive: {options: {w: 1}}}\n",
+            ["cell seed 0 / class5 / contrastive", "options.w: unknown option", "omega"],
+        ),
     ],
 )
 def test_invalid_grids_fail_at_planning(tmp_path: Path, text: str, expected: list[str]) -> None:
@@ -157,6 +169,24 @@ def test_invalid_grids_fail_at_planning(tmp_path: Path, text: str, expected: lis
         plan_bench(preset)
     for fragment in expected:
         assert fragment in str(caught.value), str(caught.value)
+
+
+def test_unlearn_per_method_reaches_only_its_method(tmp_path: Path) -> None:
+    base = GOOD + "methods: [contrastive, finetune]\nunlearn: {batch_size: 16}\n"
+    layered = base + "unlearn_per_method: {contrastive: {batch_size: 8, options: {omega: 2}}}\n"
+    plain, per_method = (
+        plan_bench(load_bench_preset(write_preset(tmp_path, text, name)))
+        for text, name in ((base, "a"), (layered, "b"))
+    )
+    cells = {cell.method: cell for cell in plain.cells}
+    contrastive = per_method.unlearn_configs[cells["contrastive"]]
+    assert contrastive.batch_size == 8 and contrastive.options["omega"] == 2  # after `unlearn`
+    assert plain.unlearn_configs[cells["contrastive"]].batch_size == 16
+    finetune = cells["finetune"]
+    assert per_method.unlearn_configs[finetune] == plain.unlearn_configs[finetune]
+    # A cell's fingerprint follows its own config only: resumed grids keep the other cells.
+    assert per_method.fingerprint(finetune) == plain.fingerprint(finetune)
+    assert per_method.fingerprint(cells["contrastive"]) != plain.fingerprint(cells["contrastive"])
 
 
 def test_unknown_preset_lists_the_shipped_ones() -> None:

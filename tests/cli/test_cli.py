@@ -182,22 +182,3 @@ def test_missing_cifar10_names_directory_and_files_and_writes_nothing(tmp_path: 
     assert str(tmp_path / "data") in completed.stderr
     assert not out.exists()
     assert not (tmp_path / "data").exists()
-
-
-def test_demo_writes_all_six_runs(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    code, output = invoke("demo", "--out", str(out), "--quiet")
-    assert code == 0, output
-    results = json.loads((out / "results.json").read_text())
-    validate_results(results)
-    cells = [(run["scenario"], run["method"]) for run in results["runs"]]
-    assert cells == [
-        (scenario, method)
-        for scenario in ("class", "sample")
-        for method in ("original", "retrain", "contrastive")
-    ]
-    by_cell = {(run["scenario"], run["method"]): run for run in results["runs"]}
-    assert by_cell[("class", "contrastive")]["metrics"]["forget_train_acc"] <= 0.15
-    assert by_cell[("class", "retrain")]["metrics"]["forget_test_acc"] == 0.0
-    assert (out / "original" / "checkpoint.safetensors").exists()
-    assert "| class | contrastive |" in output

@@ -3,6 +3,7 @@ the demo prints a short screen, on a terminal and in a pipe; ``-v`` brings the p
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import struct
@@ -17,6 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from conun.cli import COMMANDS, main
+from conun.evaluation.results import validate_results
 from conun.workflows.training import TrainedModel
 
 
@@ -128,7 +130,7 @@ def test_verbose_brings_back_the_per_epoch_lines(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a Unix pseudo-terminal")
-def test_the_demo_prints_under_30_lines_on_a_terminal_and_in_a_pipe(tmp_path: Path) -> None:
+def test_the_demo_prints_under_30_lines_and_writes_its_six_runs(tmp_path: Path) -> None:
     # The two demos run at once (each with one torch thread, as run_conun sets): half the wall
     # time of running them one after the other on a 2-core machine.
     command = [sys.executable, "-m", "conun", "demo", "--out", str(tmp_path / "pipe")]
@@ -153,6 +155,19 @@ def test_the_demo_prints_under_30_lines_on_a_terminal_and_in_a_pipe(tmp_path: Pa
         assert "| class | contrastive |" in output and " INFO " not in output
         # Bars are drawn on a terminal only: in a pipe they would be one ever-growing line.
         assert ("unlearn (contrastive)" in output) is terminal
+    # What the demo wrote: its six runs, the class forgotten, the original kept.
+    results = json.loads((tmp_path / "pipe" / "results.json").read_text())
+    validate_results(results)
+    cells = [(run["scenario"], run["method"]) for run in results["runs"]]
+    assert cells == [
+        (scenario, method)
+        for scenario in ("class", "sample")
+        for method in ("original", "retrain", "contrastive")
+    ]
+    by_cell = {(run["scenario"], run["method"]): run for run in results["runs"]}
+    assert by_cell[("class", "contrastive")]["metrics"]["forget_train_acc"] <= 0.15
+    assert by_cell[("class", "retrain")]["metrics"]["forget_test_acc"] == 0.0
+    assert (tmp_path / "pipe" / "original" / "checkpoint.safetensors").exists()
 
 
 def test_print_config_shows_each_value_with_its_source_and_writes_nothing(

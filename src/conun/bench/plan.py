@@ -227,6 +227,10 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
                         dataset=preset.dataset,
                         layers=[
                             (f"bench preset {preset.name}: unlearn", preset.unlearn),
+                            (
+                                f"bench preset {preset.name}: unlearn_per_method.{name}",
+                                preset.unlearn_per_method.get(name, {}),
+                            ),
                             ("bench seed and device", {"seed": seed, "device": preset.device}),
                         ],
                     ).config

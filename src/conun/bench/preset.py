@@ -7,6 +7,8 @@ A preset lives in ``conun/configs/bench/<name>.yaml`` (or any file given by path
     train_preset: digits           # configs/train/<name>.yaml; default: the dataset's, if any
     train: {epochs: 10}            # TrainConfig keys layered over the train preset
     unlearn: {}                    # UnlearnConfig keys layered over every method's shipped preset
+    unlearn_per_method:            # then one method's own keys, options included
+      lcodec: {options: {perturbations: 200}}
     device: cpu                    # cpu, cuda, cuda:N, mps or auto; training and unlearning
     requests:                      # each names exactly one of class/samples/fraction
       - class: [5]                 # every training sample of class 5     -> request "class5"
@@ -54,6 +56,9 @@ _GRID_KEYS = ("dataset", "model", "seed", "device")
 _UNLEARN_GRID_KEYS = ("method", "seed", "device", "options")
 """UnlearnConfig keys the grid sets per cell; ``options`` differ per method, so a section shared
 by every method cannot hold them."""
+
+_PER_METHOD_GRID_KEYS = ("method", "seed", "device")
+"""UnlearnConfig keys the grid sets per cell that ``unlearn_per_method`` must not set."""
 
 
 class BenchPresetError(ConfigError):
@@ -152,6 +157,8 @@ class BenchPreset(StrictModel):
         train: TrainConfig keys layered over the train preset (not dataset/model/seed/device).
         unlearn: UnlearnConfig keys layered over every method's shipped preset (not
             method/seed/device/options).
+        unlearn_per_method: method name -> UnlearnConfig keys layered over that method's
+            shipped preset after ``unlearn`` (``options`` allowed; not method/seed/device).
         device: where training and unlearning run (``auto``: CUDA when available).
         requests: the forget requests.
         methods: ``all`` (every registered method meant for a request's scenario) or names.
@@ -168,6 +175,7 @@ class BenchPreset(StrictModel):
     train_preset: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
     unlearn: dict[str, Any] = Field(default_factory=dict)
+    unlearn_per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     device: str = "cpu"
     requests: list[RequestSpec] = Field(min_length=1)
     methods: Literal["all"] | list[str] = "all"
@@ -233,6 +241,19 @@ class BenchPreset(StrictModel):
     def _unlearn_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _reject_grid_keys(value, _UNLEARN_GRID_KEYS)
 
+    @field_validator("unlearn_per_method")
+    @classmethod
+    def _per_method_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(value) - set(available_methods()))
+        if unknown:
+            raise ValueError(
+                f"unlearn_per_method names unknown method(s) {', '.join(unknown)}; registered: "
+                f"{', '.join(available_methods())}"
+            )
+        for section in value.values():
+            _reject_grid_keys(section, _PER_METHOD_GRID_KEYS)
+        return value
+
     @field_validator("device")
     @classmethod
     def _valid_device(cls, value: str) -> str:
@@ -281,8 +302,8 @@ def _reject_grid_keys(section: dict[str, Any], forbidden: tuple[str, ...]) -> di
     if clash:
         raise ValueError(
             f"{', '.join(clash)} cannot be set here: the grid sets them per cell (use the "
-            "preset's top-level dataset, model, device and seeds keys; method options come from "
-            "the shipped unlearning presets)"
+            "preset's top-level dataset, model, device and seeds keys; a method's options go in "
+            "unlearn_per_method.<method>.options)"
         )
     return section
 
