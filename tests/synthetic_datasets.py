@@ -100,16 +100,18 @@ def write_mini_imagenet(
     return base
 
 
+def file_exists(fpath: str | Path, md5: str | None = None) -> bool:
+    """torchvision's ``check_integrity`` without its MD5 check."""
+    return os.path.isfile(fpath)
+
+
 @contextlib.contextmanager
 def torchvision_md5_skipped() -> Iterator[None]:
     """torchvision verifies CIFAR and SVHN files against the MD5 sums of the real downloads,
     which synthetic files cannot match; inside this block it checks that they exist. Everything
     else (parsing, layout) is the real code."""
 
-    def exists(fpath: str | Path, md5: str | None = None) -> bool:
-        return os.path.isfile(fpath)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torchvision.datasets.cifar, "check_integrity", exists)
-        patch.setattr(torchvision.datasets.svhn, "check_integrity", exists)
+        patch.setattr(torchvision.datasets.cifar, "check_integrity", file_exists)
+        patch.setattr(torchvision.datasets.svhn, "check_integrity", file_exists)
         yield

@@ -7,8 +7,6 @@ touches the network (download=False, or torchvision's download patched to fail).
 from __future__ import annotations
 
 import gzip
-import os
-import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +14,6 @@ from urllib.error import URLError
 
 import numpy as np
 import pytest
-import scipy.io
 import torch
 import torchvision.datasets
 from PIL import Image
@@ -33,6 +30,7 @@ from conun.data.registry import (
     load_dataset,
     register_dataset,
 )
+from synthetic_datasets import file_exists, write_cifar10, write_pickle, write_svhn
 
 BUILT_IN = ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist", "svhn"]
 
@@ -46,13 +44,8 @@ def isolated_data_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def _skip_md5_checks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # torchvision verifies CIFAR and SVHN files against the MD5 sums of the real downloads,
-    # which tiny test files cannot match; everything else (parsing, layout) is the real code.
-    def exists(fpath: str | Path, md5: str | None = None) -> bool:
-        return os.path.isfile(fpath)
-
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", exists)
-    monkeypatch.setattr(torchvision.datasets.svhn, "check_integrity", exists)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", file_exists)
+    monkeypatch.setattr(torchvision.datasets.svhn, "check_integrity", file_exists)
 
 
 def _normalised(pixels: np.ndarray, dataset: str) -> torch.Tensor:
@@ -283,34 +276,8 @@ def test_mnist_reads_torchvision_raw_layout(tmp_path: Path) -> None:
     _assert_loaded("mnist", tmp_path, train_x[:, None], train_y, test_x[:, None], test_y)
 
 
-def _pickle(path: Path, content: dict[str, object]) -> None:
-    # The real files are Python 2 pickles; torchvision reads them with encoding="latin1", which
-    # turns their keys into str, so str keys here give torchvision exactly what it sees there.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as file:
-        pickle.dump(content, file, protocol=2)
-
-
 def _write_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(1)
-    folder = root / "cifar-10-batches-py"
-    train_x, train_y = [], []
-    for batch in range(1, 6):
-        data = rng.integers(0, 256, (2, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
-        labels = rng.integers(0, 10, 2).tolist()
-        _pickle(folder / f"data_batch_{batch}", {"data": data, "labels": labels})
-        train_x.append(data)
-        train_y += labels
-    test_x = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
-    test_y = rng.integers(0, 10, 3).tolist()
-    _pickle(folder / "test_batch", {"data": test_x, "labels": test_y})
-    _pickle(folder / "batches.meta", {"label_names": list(dataset_info("cifar10").class_names)})
-    return (
-        np.concatenate(train_x).reshape(-1, 3, 32, 32),
-        np.array(train_y),
-        test_x.reshape(-1, 3, 32, 32),
-        np.array(test_y),
-    )
+    return write_cifar10(root, per_batch=2, test=3)
 
 
 def test_cifar10_reads_the_python_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,10 +296,10 @@ def test_cifar100_reads_fine_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         fine = rng.integers(0, 100, n).tolist()
         coarse = rng.integers(0, 20, n).tolist()
-        _pickle(folder / split, {"data": data, "fine_labels": fine, "coarse_labels": coarse})
+        write_pickle(folder / split, {"data": data, "fine_labels": fine, "coarse_labels": coarse})
         splits[split] = (data.reshape(-1, 3, 32, 32), np.array(fine))
     names = list(dataset_info("cifar100").class_names)
-    _pickle(folder / "meta", {"fine_label_names": names, "coarse_label_names": ["c"] * 20})
+    write_pickle(folder / "meta", {"fine_label_names": names, "coarse_label_names": ["c"] * 20})
     _assert_loaded("cifar100", tmp_path, *splits["train"], *splits["test"])
 
 
@@ -340,16 +307,9 @@ def test_svhn_reads_mat_files_and_maps_label_10_to_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _skip_md5_checks(monkeypatch)
-    rng = np.random.default_rng(3)
-    expected = {}
-    for split, digits in (("train", [0, 1, 9, 0]), ("test", [5, 0])):
-        images = rng.integers(0, 256, (len(digits), 3, 32, 32), dtype=np.uint8)
-        file_labels = np.array([[10 if d == 0 else d] for d in digits], dtype=np.uint8)
-        # The .mat layout is X (H, W, C, N) and y (N, 1), with 10 standing for the digit 0.
-        scipy.io.savemat(
-            tmp_path / f"{split}_32x32.mat", {"X": images.transpose(2, 3, 1, 0), "y": file_labels}
-        )
-        expected[split] = (images, np.array(digits))
+    digits = {"train": [0, 1, 9, 0], "test": [5, 0]}
+    images = write_svhn(tmp_path, digits)
+    expected = {split: (images[split], np.array(labels)) for split, labels in digits.items()}
     _assert_loaded("svhn", tmp_path, *expected["train"], *expected["test"])
 
 
