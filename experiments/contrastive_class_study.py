@@ -25,14 +25,18 @@ reads them back instead of running them again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import conun.engine.unlearning as unlearning_engine
 from conun.bench.grid import prepare_original
 from conun.config import build_train_config
 from conun.data.arrays import DatasetBundle
@@ -104,7 +108,60 @@ for _omega, _lr, _retain, _ce in [(2, 2e-3, 128, 4.0), (1, 2e-3, 192, 4.0), (2, 
         "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
         "stopping": {"check_every": "auto", "class_accuracy": 0.01},
     }
+# Issue #14, third round: one full pass (the rule after it, as shipped) with half the images
+# (omega 2, or omega 1 with a larger retain batch) and a learning rate that starts above the
+# shipped 1e-3 and decays to 0 over the pass (cosine or linear): the push early, the repair late.
+# "lr_schedule" is a study-only key (conun's unlearning has no schedule): main() applies it by
+# wrapping the run's optimizer, with the pass's step count from the split.
+for _omega, _retain, _lr, _shape, _ce in [
+    (2, 64, 2e-3, "cosine", 4.0),
+    (2, 64, 3e-3, "cosine", 4.0),
+    (2, 64, 3e-3, "linear", 4.0),
+    (1, 192, 3e-3, "cosine", 4.0),
+    (2, 64, 4e-3, "linear", 4.0),
+    (2, 64, 3e-3, "linear", 6.0),
+]:
+    _name = f"one pass, omega {_omega}, retain {_retain}, lr {_lr:g} {_shape} to 0"
+    SETTINGS[_name + ("" if _ce == 4.0 else f", ce {_ce:g}")] = {
+        "options": {
+            "lambda_ul": 1.0,
+            "lambda_ce": _ce,
+            "omega": _omega,
+            "retain_batch_size": _retain,
+        },
+        "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
+        "lr_schedule": _shape,
+    }
 CLASSES = (0, 5)
+
+
+@contextlib.contextmanager
+def decaying_lr(shape: str | None, total_steps: int) -> Iterator[None]:
+    """Within the block, every optimizer conun's unlearning loop makes decays its learning rate
+    from the configured one to 0 over ``total_steps`` steps (``cosine`` or ``linear``); None:
+    unchanged."""
+    if shape is None:
+        yield
+        return
+    original = unlearning_engine.make_optimizer
+
+    def make(parameters: Any, config: Any) -> torch.optim.Optimizer:
+        optimizer = original(parameters, config)
+        decay = {
+            "cosine": lambda step: (
+                0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            ),
+            "linear": lambda step: max(0.0, 1 - step / total_steps),
+        }[shape]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+        optimizer.register_step_post_hook(lambda *_: scheduler.step())
+        return optimizer
+
+    unlearning_engine.make_optimizer = make  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        unlearning_engine.make_optimizer = original
 
 
 def validation_accuracy(
@@ -162,8 +219,11 @@ def main() -> None:
                 if key in measured:
                     continue
                 layers: list[dict[str, Any]] = [{"seed": seed + offset}]
+                schedule = None
                 if name != "retrain":
-                    layers.append(SETTINGS[name])
+                    setting = dict(SETTINGS[name])
+                    schedule = setting.pop("lr_schedule", None)
+                    layers.append(setting)
                 method_name = "retrain" if name == "retrain" else "contrastive"
                 # Over conun's class defaults (lambda_ul 3, lambda_ce 2), not the fashion-mnist
                 # layer: that layer is what this study chose.
@@ -171,15 +231,18 @@ def main() -> None:
                     method_name, "class", dataset=None, layers=[(name, layer) for layer in layers]
                 ).config
                 split = spec.resolve(data, validation, seed)
-                model, record = run_method(
-                    config,
-                    original,
-                    data,
-                    split,
-                    train_config=train_config,
-                    original_seconds=meta.seconds,
-                    quiet=True,
-                )
+                omega = int(config.options.get("omega", 4)) if name != "retrain" else 1
+                total_steps = -(-split.forget.numel() // (config.batch_size or 64)) * omega
+                with decaying_lr(schedule, total_steps):
+                    model, record = run_method(
+                        config,
+                        original,
+                        data,
+                        split,
+                        train_config=train_config,
+                        original_seconds=meta.seconds,
+                        quiet=True,
+                    )
                 if name == "retrain":
                     save_checkpoint(args.runs / key, model, meta)
                 val_retain, val_forget = validation_accuracy(model, data, validation, forget_class)
