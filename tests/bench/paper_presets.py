@@ -38,13 +38,14 @@ SHORT_SCHEDULES: dict[str, dict[str, Any]] = {
     "lcodec": {"options": {"perturbations": 8, "hessian_samples": 8,  # 1000, 256
                            "solver_max_iterations": 5}},  # 1000
     "fisher": {"options": {"max_samples": 32}},  # 5000
-    "unsir": {"options": {"noise_steps": 2, "noise_repeats": 1, "retain_per_class": 8}},
+    "unsir": {"options": {"noise_steps": 2, "noise_repeats": 1,  # 40, 20
+                          "retain_per_class": 8}},  # 1000
     "scrub": {"options": {"epochs": 1}},  # 3
 }  # fmt: skip
 
 
 def narrowed(preset: BenchPreset) -> BenchPreset:
-    """``preset`` cut to a CPU test's size (module docstring): only lengths and widths change."""
+    """``preset`` cut to a CPU test's size (module docstring): only sizes and lengths change."""
     vit = preset.train_preset == "mini-imagenet-vit"
     model_args: dict[str, Any] = {"embed_dim": 24} if vit else {"width": 4}
     sizes: dict[str, Any] = {}

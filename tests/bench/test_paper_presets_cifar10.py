@@ -12,10 +12,10 @@ from synthetic_datasets import write_cifar10
 
 @pytest.fixture(scope="module")
 def cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 training images (five batches of 60) and 100 test images: 10 of class 5, as the
+    """200 training images (five batches of 40) and 60 test images: 6 of class 5, as the
     audit's forget-vs-test attack needs at least 5."""
     root = tmp_path_factory.mktemp("cifar10")
-    write_cifar10(root, per_batch=60, test=100)
+    write_cifar10(root, per_batch=40, test=60)
     return root
 
 

@@ -12,10 +12,10 @@ from synthetic_datasets import write_svhn
 
 @pytest.fixture(scope="module")
 def svhn(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 training and 100 test images, every digit in turn (0 stored as 10, as in the real
+    """200 training and 60 test images, every digit in turn (0 stored as 10, as in the real
     files)."""
     root = tmp_path_factory.mktemp("svhn")
-    write_svhn(root, {"train": [i % 10 for i in range(300)], "test": [i % 10 for i in range(100)]})
+    write_svhn(root, {"train": [i % 10 for i in range(200)], "test": [i % 10 for i in range(60)]})
     return root
 
 
