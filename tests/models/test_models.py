@@ -123,6 +123,8 @@ def test_resnet_width_scales_every_stage_and_keeps_the_depth(
         layer = getattr(encoder, f"layer{stage + 1}")
         assert len(layer) == count
         assert layer[-1].conv1.in_channels == 4 * 2**stage * expansion
+    # Built on a full-width skeleton on the meta device: nothing of it may be left there.
+    assert not any(t.is_meta for t in model.state_dict().values())
     out = model.forward_features(torch.randn(2, 3, 8, 8))
     assert out.logits.shape == (2, 10)
     assert out.features.shape[1] == (128 if name.endswith("_proj") else 8 * 4 * expansion)

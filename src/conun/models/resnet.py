@@ -13,6 +13,9 @@ the paper's presets end to end on a CPU in the tests; a GPU run keeps the defaul
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -57,10 +60,13 @@ def cifar_resnet(
         ``(N, 8 * width * expansion)`` features (its ``fc`` is ``nn.Identity``). Weights are
         freshly initialised, never downloaded.
     """
-    net = ResNet(block, layers)
+    # torchvision fixes the stage widths; for another width its own _make_layer rebuilds every
+    # stage narrower, so the full-width skeleton is built on the meta device (no memory, no
+    # initialisation; every module with parameters is replaced below). The default width is
+    # built as it always was, drawing exactly the same random numbers.
+    with torch.device("meta") if width != WIDTH else contextlib.nullcontext():
+        net = ResNet(block, layers)
     if width != WIDTH:
-        # torchvision fixes the stage widths; its own _make_layer rebuilds the stages narrower
-        # (only when asked: the default width draws exactly the random numbers it always did).
         net.inplanes = width
         net.bn1 = nn.BatchNorm2d(width)
         for stage, (blocks, stride) in enumerate(zip(layers, (1, 2, 2, 2), strict=True)):
