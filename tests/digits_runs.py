@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import nn
 
 from conun.config import TrainConfig
+from conun.engine.task import UnlearningTask
 from conun.evaluation.results import RunRecord
 from conun.methods import get_method
 from conun.methods.base import UnlearningMethod
@@ -16,6 +18,28 @@ from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
 from conun.workflows.unlearning import run_method
+
+
+def digits_task(
+    trained: TrainedModel, spec: ForgetSpec | None = None, **changes: object
+) -> UnlearningTask:
+    """Unlearning ``spec`` (default: class 4) from the digits original with contrastive's
+    settings for its scenario (and ``changes`` layered on top), seed 0, on a copy of the model."""
+    spec = spec if spec is not None else ForgetSpec(classes=(4,))
+    split = spec.resolve(trained.data, torch.tensor(trained.meta.validation), 0)
+    layers = [("test", dict(changes))]
+    config = resolve_unlearn_config(
+        "contrastive", split.scenario, dataset="digits", layers=layers
+    ).config
+    return UnlearningTask(
+        model=copy.deepcopy(trained.model),
+        data=trained.data,
+        split=split,
+        config=config,
+        train_config=None,
+        original_seconds=None,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def run_keeping_model(

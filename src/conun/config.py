@@ -117,6 +117,18 @@ class StoppingConfig(StrictModel):
     2-8% of its training samples recognised on Fashion-MNIST (measured)."""
     eval_size: int = Field(512, ge=1)
     """Samples per evaluation subset, so that a check costs a small fraction of the run."""
+    held_out_per_forget: float | None = Field(2.0, gt=0)
+    """Sample scenario: the held-out subset holds at most this many times the forget subset's
+    samples (and at most ``eval_size``). The rule's bands shrink as ``sqrt(1/n_forget +
+    1/n_held_out)``: twice the forget subset keeps them within 23% of an infinite held-out
+    subset's (``sqrt(1.5)``) and a check of a 100-sample request at 300 images instead of 612.
+    None: ``eval_size`` samples, whatever the request."""
+    screen_size: int | None = Field(128, ge=1)
+    """The check before the first step evaluates this many samples of the forget subset first,
+    the rest only if they do not already show the rule failing (a forget accuracy clearly
+    above its bound: ``conun.engine.stopping.screen_fails``). A trained model nearly always
+    fails there; on a sub-second request that check was half of the checks' cost. None: the
+    whole forget subset at once."""
     check_every: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     """When the rule is checked, besides once before the first step. ``auto``: inside the pass,
     every k batches, the smallest k that keeps the checks' cost within ``check_budget`` of the

@@ -4,7 +4,6 @@ resume, save points rounded up to a loop's unit, batches on the device."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
@@ -20,7 +19,6 @@ from conun.engine import monitor as monitor_module
 from conun.engine.monitor import BatchLoader, LoopResume, RunClock, StoppingMonitor
 from conun.engine.resume import Resumable
 from conun.engine.stopping import RuleCheck
-from conun.engine.task import UnlearningTask
 from conun.engine.training import NonFiniteLossError
 from conun.evaluation.results import RunRecord
 from conun.methods.base import LossTerms, UnlearningBatch
@@ -30,6 +28,7 @@ from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
 from conun.workflows.unlearning import run_method
+from digits_runs import digits_task
 
 
 class ExplodesAtThirdStep(ContrastiveUnlearning):
@@ -65,22 +64,6 @@ def test_nan_loss_stops_with_the_step_named(digits_run: tuple[Path, TrainedModel
     # run_method works on a copy: the caller's model is untouched.
     for name, tensor in trained.model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
-
-
-def digits_task(trained: TrainedModel, **changes: object) -> UnlearningTask:
-    """Forgetting class 4 from the digits original with contrastive's settings (and ``changes``)."""
-    split = ForgetSpec(classes=(4,)).resolve(trained.data, torch.tensor(trained.meta.validation), 0)
-    layers = [("test", dict(changes))]
-    config = resolve_unlearn_config("contrastive", "class", dataset="digits", layers=layers).config
-    return UnlearningTask(
-        model=copy.deepcopy(trained.model),
-        data=trained.data,
-        split=split,
-        config=config,
-        train_config=None,
-        original_seconds=None,
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 def test_the_monitor_records_checks_in_order_and_carries_them_over_a_resume(

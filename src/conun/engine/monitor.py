@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from conun.config import StoppingConfig
+from conun.data.arrays import ArrayDataset
 from conun.data.splits import ForgetRetainSplit
 from conun.distributed.device import to_device
 from conun.distributed.group import shard
@@ -35,10 +36,19 @@ from conun.engine.stopping import (
     RuleCheck,
     build_evaluation_sets,
     decide_rule,
+    screen_fails,
     subset_logits,
 )
-from conun.engine.task import UnlearningTask
+from conun.engine.task import HeldOutLogits, UnlearningTask
 from conun.models.base import Classifier
+
+
+@dataclass(frozen=True)
+class _Screened:
+    """A screened check's result, and whether the screen ended it (the leading samples only)."""
+
+    check: RuleCheck
+    screened: bool
 
 
 class StoppingMonitor:
@@ -96,7 +106,14 @@ class StoppingMonitor:
             channels_last=config.channels_last,
         )
 
-    def check(self, position: Mapping[str, float], *, reuse_held_out: bool = False) -> RuleCheck:
+    def check(
+        self,
+        position: Mapping[str, float],
+        *,
+        reuse_held_out: bool = False,
+        known: HeldOutLogits | None = None,
+        screen: bool = False,
+    ) -> RuleCheck:
         """Evaluate the rule now (timed) and append ``{**position, accuracies}`` to the history.
 
         Args:
@@ -109,8 +126,23 @@ class StoppingMonitor:
                 check that would stop is evaluated again on fresh held-out logits, so that a
                 stop is always decided on the model as it is (the history records that one,
                 and ``held_out_reused: 1`` on a failed check that reused them).
+            known: logits of the model *as it is now* on held-out pool samples, computed by the
+                method (:meth:`conun.engine.task.LoopHooks.held_out_logits`): the held-out
+                samples among them are read, not evaluated again; the others are evaluated.
+            screen: a check expected to fail (the one before the first step): the leading
+                ``stopping.screen_size`` samples of the forget subset (a random draw, like the
+                subset) are evaluated first, against the whole held-out subset, and the rest
+                only if they do not already show the rule failing
+                (:func:`conun.engine.stopping.screen_fails`). A check that ends there is
+                recorded with ``screen: 1`` and its forget accuracy on those samples.
         """
         started = time.perf_counter()
+        size = self.stopping.screen_size
+        if screen and size is not None and size < len(self.sets.forget):
+            screened = self._screened_check(size, known)
+            self.check_seconds += time.perf_counter() - started
+            self._record(position, screened.check, reused=False, screen=screened.screened)
+            return screened.check
         forget_logits = subset_logits(
             self.model,
             self.sets.forget,
@@ -123,14 +155,47 @@ class StoppingMonitor:
             result = self._decide(forget_logits, self._held_out_logits)
             reused = not result.stop
         if not reused:
-            self._held_out_logits = subset_logits(
-                self.model,
-                self.sets.held_out,
-                batch_size=self.batch_size,
-                channels_last=self.channels_last,
-            )
+            self._held_out_logits = self._fresh_held_out_logits(known)
             result = self._decide(forget_logits, self._held_out_logits)
         self.check_seconds += time.perf_counter() - started
+        self._record(position, result, reused=reused, screen=False)
+        return result
+
+    def _screened_check(self, size: int, known: HeldOutLogits | None) -> _Screened:
+        """:meth:`check` with ``screen``: the leading ``size`` forget samples first."""
+        forget = self.sets.forget
+        leading = torch.arange(size)
+        forget_logits = self._logits(forget.subset(leading))
+        self._held_out_logits = self._fresh_held_out_logits(known)
+        sets = EvaluationSets(forget.subset(leading), self.sets.held_out)
+        failed = screen_fails(
+            forget_logits,
+            self._held_out_logits,
+            sets,
+            self.split,
+            self.num_classes,
+            checks_forget=self.stopping.class_checks_forget,
+            class_accuracy=self.stopping.class_accuracy,
+        )
+        if failed:
+            # A screen fails only past a wider band than the rule's: the rule fails there too
+            # (were it to hold on these samples, the whole subsets decide).
+            check = self._decide(forget_logits, self._held_out_logits, sets)
+            if not check.stop:
+                return _Screened(check, screened=True)
+        rest = self._logits(forget.subset(torch.arange(size, len(forget))))
+        whole = torch.cat([forget_logits, rest])
+        return _Screened(self._decide(whole, self._held_out_logits), screened=False)
+
+    def _logits(self, subset: ArrayDataset) -> Tensor:
+        return subset_logits(
+            self.model, subset, batch_size=self.batch_size, channels_last=self.channels_last
+        )
+
+    def _record(
+        self, position: Mapping[str, float], result: RuleCheck, *, reused: bool, screen: bool
+    ) -> None:
+        """Append the history entry of ``result`` and make it :attr:`last`."""
         entry = {
             **position,
             "forget_train_acc": result.forget_acc,
@@ -139,17 +204,48 @@ class StoppingMonitor:
         self.held_out_reused = reused
         if reused:
             entry["held_out_reused"] = 1
+        if screen:
+            entry["screen"] = 1
         if result.member_auc is not None:
             entry["member_auc"] = result.member_auc
         self.history.append(entry)
         self.last = result
-        return result
 
-    def _decide(self, forget_logits: Tensor, held_out_logits: Tensor) -> RuleCheck:
+    def _fresh_held_out_logits(self, known: HeldOutLogits | None) -> Tensor:
+        """``(Nh, C)`` the held-out subset's logits now: read from ``known`` where it has them,
+        evaluated for the rest."""
+        subset, wanted = self.sets.held_out, self.sets.held_out_indices
+        found = torch.zeros(len(subset), dtype=torch.bool)
+        rows = torch.zeros(len(subset), dtype=torch.long)
+        if known is not None and wanted is not None and known.indices.numel():
+            ordered, order = torch.sort(known.indices)
+            at = torch.searchsorted(ordered, wanted).clamp(max=ordered.numel() - 1)
+            found = ordered[at] == wanted
+            rows = order[at]
+        if bool(found.all()):
+            assert known is not None
+            return known.logits[rows].float()
+        missing = subset_logits(
+            self.model,
+            subset.subset(torch.nonzero(~found).flatten()),
+            batch_size=self.batch_size,
+            channels_last=self.channels_last,
+        )
+        if not bool(found.any()):
+            return missing
+        assert known is not None
+        logits = torch.empty(len(subset), missing.shape[1], dtype=missing.dtype)
+        logits[~found] = missing
+        logits[found] = known.logits[rows[found]].to(missing.dtype)
+        return logits
+
+    def _decide(
+        self, forget_logits: Tensor, held_out_logits: Tensor, sets: EvaluationSets | None = None
+    ) -> RuleCheck:
         return decide_rule(
             forget_logits,
             held_out_logits,
-            self.sets,
+            self.sets if sets is None else sets,
             self.split,
             self.num_classes,
             checks_forget=self.stopping.class_checks_forget,

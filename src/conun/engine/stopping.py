@@ -46,10 +46,14 @@ class EvaluationSets:
         forget: a random subset of the forget set ``D_u_tr`` (recorded in the history).
         held_out: held-out samples the rule compares against: of the forgotten classes in the
             class scenario (``D_u_ts``'s stand-in), of all classes in the sample scenario.
+        held_out_indices: ``(Nh,)`` their indices into the held-out pool
+            (:func:`held_out_pool`), so that logits computed elsewhere on the pool can stand in
+            for a forward pass; None where the subset was built by hand.
     """
 
     forget: ArrayDataset
     held_out: ArrayDataset
+    held_out_indices: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -142,12 +146,11 @@ def member_auc(forget_losses: torch.Tensor, held_out_losses: torch.Tensor) -> fl
     return (positive_ranks - n1 * (n1 + 1) / 2) / (n1 * n2)
 
 
-def _random_subset(
-    data: ArrayDataset, indices: torch.Tensor, size: int, generator: torch.Generator
-) -> ArrayDataset:
+def _random_indices(indices: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` of ``indices`` at random (all of them, in order, if there are no more)."""
     if indices.numel() > size:
         indices = indices[torch.randperm(indices.numel(), generator=generator)[:size]]
-    return data.subset(indices)
+    return indices
 
 
 def held_out_pool(
@@ -170,6 +173,31 @@ def held_out_pool(
     return data.train, split.validation
 
 
+#: Most held-out samples a sample-scenario run looks at: the stopping rule draws its held-out
+#: subset from them and a method that needs the original's behaviour on unseen data (contrastive
+#: unlearning's matched anchors) evaluates them once, so that the rule's first check reads its
+#: held-out side from that evaluation instead of a second one.
+HELD_OUT_CANDIDATES = 4096
+
+
+def held_out_candidates(
+    data: DatasetBundle, split: ForgetRetainSplit, config: StoppingConfig
+) -> tuple[ArrayDataset, torch.Tensor]:
+    """:func:`held_out_pool`, in the sample scenario cut to at most
+    :data:`HELD_OUT_CANDIDATES` evenly spaced samples (an even stride, not a random draw: the
+    run's random streams stay as they are). The class scenario's pool is left whole (the rule
+    reads the forgotten classes' samples of it).
+
+    Returns:
+        ``(dataset, (M,) indices into it)``.
+    """
+    pool, indices = held_out_pool(data, split, config)
+    if split.scenario == "sample" and indices.numel() > HELD_OUT_CANDIDATES:
+        spaced = torch.linspace(0, indices.numel() - 1, HELD_OUT_CANDIDATES).long()
+        indices = indices[spaced]
+    return pool, indices
+
+
 def build_evaluation_sets(
     data: DatasetBundle,
     split: ForgetRetainSplit,
@@ -183,7 +211,7 @@ def build_evaluation_sets(
         StoppingSetupError: ``eval_set="validation"`` but the model was trained without a
             validation split, or no held-out sample of a forgotten class exists.
     """
-    pool, pool_indices = held_out_pool(data, split, config)
+    pool, pool_indices = held_out_candidates(data, split, config)
     if split.scenario == "class":
         in_classes = torch.isin(pool.labels[pool_indices], torch.tensor(split.classes))
         pool_indices = pool_indices[in_classes]
@@ -192,9 +220,15 @@ def build_evaluation_sets(
                 f"the {config.eval_set} set has no sample of the forgotten classes "
                 f"{list(split.classes)}: the class rule cannot be evaluated"
             )
+    forget = data.train.subset(_random_indices(split.forget, config.eval_size, generator))
+    held_out_size = config.eval_size
+    if split.scenario == "sample" and config.held_out_per_forget is not None:
+        held_out_size = min(held_out_size, math.ceil(config.held_out_per_forget * len(forget)))
+    held_out_indices = _random_indices(pool_indices, held_out_size, generator)
     return EvaluationSets(
-        forget=_random_subset(data.train, split.forget, config.eval_size, generator),
-        held_out=_random_subset(pool, pool_indices, config.eval_size, generator),
+        forget=forget,
+        held_out=pool.subset(held_out_indices),
+        held_out_indices=held_out_indices,
     )
 
 
@@ -295,6 +329,51 @@ def decide_rule(
         stop = forget_acc <= bound and auc <= 0.5 + band
         return RuleCheck(stop, forget_acc, held_out_acc, bound, auc, band, acc_band)
     return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc, auc, band)
+
+
+#: Confidence of a screen's bands (:func:`screen_fails`): wider than a run's rule, so that a
+#: screen fails only where the rule clearly cannot hold.
+SCREEN_CONFIDENCE = 0.95
+
+
+def screen_fails(
+    forget_logits: torch.Tensor,
+    held_out_logits: torch.Tensor,
+    sets: EvaluationSets,
+    split: ForgetRetainSplit,
+    num_classes: int,
+    *,
+    checks_forget: bool = True,
+    class_accuracy: float | None = None,
+) -> bool:
+    """Whether part of the forget subset already shows that the rule cannot hold: a cheap first
+    look for a check that is expected to fail (the one before the first step).
+
+    Sample scenario: the forget accuracy is above the held-out accuracy by more than the
+    :data:`SCREEN_CONFIDENCE` band of their difference (:func:`accuracy_band`); the
+    ``accuracy`` rule and the ``indistinguishable`` rule at any confidence up to
+    :data:`SCREEN_CONFIDENCE` then fail. Class scenario: the held-out accuracy of the classes,
+    or (with ``checks_forget``) the forget accuracy, is above the rule's bound ``b`` by more
+    than ``z * sqrt(b (1 - b) / n)``.
+
+    Args:
+        forget_logits: ``(Nf, C)`` logits of ``sets.forget`` (the leading samples of the
+            forget subset).
+        held_out_logits: ``(Nh, C)`` logits of ``sets.held_out``.
+    """
+    forget_acc = _accuracy(forget_logits, sets.forget.labels)
+    held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
+    n_forget, n_held_out = len(sets.forget), len(sets.held_out)
+    if split.scenario == "class":
+        bound = 1.0 / num_classes if class_accuracy is None else class_accuracy
+        z = statistics.NormalDist().inv_cdf(0.5 + SCREEN_CONFIDENCE / 2)
+
+        def above(accuracy: float, n: int) -> bool:
+            return accuracy > bound + z * math.sqrt(bound * (1 - bound) / n)
+
+        return above(held_out_acc, n_held_out) or (checks_forget and above(forget_acc, n_forget))
+    band = accuracy_band(forget_acc, n_forget, held_out_acc, n_held_out, SCREEN_CONFIDENCE)
+    return forget_acc > held_out_acc + band
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -53,6 +53,22 @@ class UnlearningTask:
     resume: Resumable | None = None
 
 
+@dataclass(frozen=True)
+class HeldOutLogits:
+    """A model's logits on held-out samples, computed by a method before its first step, so
+    that the loop's first check of the stopping rule reads them instead of evaluating the same
+    samples again.
+
+    Attributes:
+        indices: ``(M,)`` indices into the held-out pool
+            (:func:`conun.engine.stopping.held_out_pool`'s dataset).
+        logits: ``(M, K)`` the model's logits on them, as it came to the method.
+    """
+
+    indices: Tensor
+    logits: Tensor
+
+
 @dataclass
 class MethodOutcome:
     """What a method returns.
@@ -158,6 +174,11 @@ class LoopHooks(Protocol):
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         """Once, before the optimizer is built: masks, teachers, ..."""
+        ...
+
+    def held_out_logits(self) -> HeldOutLogits | None:
+        """After :meth:`prepare`: the logits it computed on held-out samples, if any (the first
+        check reuses them), else None."""
         ...
 
     def trainable_parameters(self, model: Classifier) -> list[torch.nn.Parameter]:

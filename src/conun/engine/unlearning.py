@@ -35,7 +35,12 @@ from conun.engine.monitor import (
     order_parts,
     split_order,
 )
-from conun.engine.task import LoopHooks, MethodOutcome, UnlearningBatch, UnlearningTask
+from conun.engine.task import (
+    LoopHooks,
+    MethodOutcome,
+    UnlearningBatch,
+    UnlearningTask,
+)
 from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
 
 logger = logging.getLogger(__name__)
@@ -92,12 +97,17 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
     early_failures = 0  # early checks in a row that did not hold (each doubles the wait)
     previous_estimate: float | None = None  # the estimate at the previous probe
 
-    def check(early: bool = False) -> None:
+    def check(early: bool = False, first: bool = False) -> None:
         nonlocal since_check, since_fresh, early_failures
         # An early check is a guess of the free estimate: its held-out side is reused when it
         # fails (StoppingMonitor.check), so that guesses cost half a check.
         monitor.check(
-            {"batch": forget_batches, "step_batch": batches, "pass": passes}, reuse_held_out=early
+            {"batch": forget_batches, "step_batch": batches, "pass": passes},
+            reuse_held_out=early,
+            # The first check, on the model as it comes, nearly always fails: screened on a few
+            # forget samples, its held-out side read from what prepare() computed, if anything.
+            known=method.held_out_logits() if first else None,
+            screen=first,
         )
         since_check = 0
         if not monitor.held_out_reused:
@@ -181,7 +191,7 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         stopped_by = ""
         logger.info("%s: resumed at step %d (pass %d)", method.name, steps_done, passes + 1)
     else:
-        check()  # batch 0: where the model starts
+        check(first=True)  # batch 0: where the model starts
         stopped_by = "rule" if monitor.holds else ""
 
     def save_state() -> None:

@@ -15,6 +15,7 @@ from conun.data.splits import ForgetRetainSplit
 from conun.distributed.device import to_device
 from conun.distributed.group import gather_rows, shard
 from conun.models.base import Classifier, ModelOutput
+from conun.models.folding import folded_batchnorm
 
 _Output = TypeVar("_Output")
 
@@ -45,7 +46,9 @@ def _over_batches(
     channels_last: bool,
 ) -> list[_Output]:
     """``forward`` of each batch of ``images`` with the model in eval mode on ``device`` (None:
-    where its parameters are), without gradients; its mode and device are restored afterwards.
+    where its parameters are), without gradients, BatchNorm folded where that cannot change the
+    result (:func:`conun.models.folding.folded_batchnorm`); its mode and device are restored
+    afterwards.
 
     Raises:
         ValueError: ``images`` is empty.
@@ -55,9 +58,15 @@ def _over_batches(
     home = next(model.parameters()).device
     target = home if device is None else torch.device(device)
     was_training = model.training
-    model.eval().to(target)
+    # Moving a module walks all its tensors: only when it has to move.
+    moves = target != home
+    model.eval()
+    if moves:
+        model.to(target)
     try:
-        with torch.no_grad():
+        # BatchNorm folded into the convolutions before it (eval mode only; the model's own
+        # modules are back afterwards): about half the time of a small CNN's evaluation on CPU.
+        with torch.no_grad(), folded_batchnorm(model):
             return [
                 forward(
                     to_device(
@@ -67,7 +76,9 @@ def _over_batches(
                 for start in range(0, images.shape[0], batch_size)
             ]
     finally:
-        model.train(was_training).to(home)
+        model.train(was_training)
+        if moves:
+            model.to(home)
 
 
 def model_logits(

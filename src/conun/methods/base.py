@@ -26,6 +26,7 @@ from conun.config import (
 )
 from conun.data.splits import Scenario
 from conun.engine.task import (
+    HeldOutLogits,
     LossTerms,
     MethodOutcome,
     UnlearningBatch,
@@ -259,6 +260,11 @@ class LoopMethod(UnlearningMethod):
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         """Called once, with ``model`` already on its device, before the optimizer is built:
         compute masks, copy teachers, etc. Draw randomness from ``task.generator`` only."""
+
+    def held_out_logits(self) -> HeldOutLogits | None:
+        """The logits :meth:`prepare` computed on held-out samples of the stopping rule's pool
+        with the model as it came (the loop's first check reuses them). Default: none."""
+        return None
 
     def trainable_parameters(self, model: Classifier) -> list[torch.nn.Parameter]:
         """The parameters the optimizer updates (all of the model's by default)."""

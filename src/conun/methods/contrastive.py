@@ -23,7 +23,8 @@ from torch import Tensor
 from conun.config import ConfigError, OptimizerConfig, StoppingConfig, StrictModel
 from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
-from conun.engine.stopping import held_out_pool
+from conun.engine.stopping import held_out_candidates
+from conun.engine.task import HeldOutLogits
 from conun.evaluation.accuracy import gathered_logits, model_outputs
 from conun.losses import (
     calibration_loss,
@@ -238,27 +239,34 @@ class ContrastiveUnlearning(LoopMethod):
         # and dropped whenever ``reference_scores`` is replaced.
         self._rank_quantiles: dict[int, Tensor] = {}
         self._quantiles_of: Tensor | None = None
+        # The original's logits on the reference samples (the rule's first check reads them).
+        self._held_out_logits: HeldOutLogits | None = None
+
+    def held_out_logits(self) -> HeldOutLogits | None:
+        return self._held_out_logits
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
         self.reference_scores = None
         self.sample_targets = None
+        self._held_out_logits = None
         if not self.settings.match_held_out:
             return
-        pool, indices = held_out_pool(task.data, task.split, task.config.stopping)
-        # An even stride, not a random draw: the run's random streams stay those of the
-        # unmatched method.
-        keep = indices[torch.linspace(0, indices.numel() - 1, min(indices.numel(), 4096)).long()]
+        # The stopping rule draws its held-out subset from the same samples: its first check
+        # reads the logits computed here (held_out_logits).
+        pool, keep = held_out_candidates(task.data, task.split, task.config.stopping)
         batch_size, channels_last = task.config.eval_batch_size, task.config.channels_last
         if self.settings.match_by == "batch_rank":
             logits = gathered_logits(
                 model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
             )
             self.reference_scores = logit_confidence(logits.float(), pool.labels[keep])
+            self._held_out_logits = HeldOutLogits(keep, logits)
             return
         reference = model_outputs(
             model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
         )
         self.reference_scores = logit_confidence(reference.logits, pool.labels[keep])
+        self._held_out_logits = HeldOutLogits(keep, reference.logits)
         forget = task.split.forget
         forget_features = model_outputs(
             model,

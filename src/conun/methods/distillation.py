@@ -280,7 +280,7 @@ class Scrub(UnlearningMethod):
 
         def check(epoch: int) -> bool:
             position = {"batch": at.forget_batches, "pass": at.max_passes, "epoch": epoch}
-            monitor.check(position)
+            monitor.check(position, screen=epoch == 0)  # screened before the first step
             return monitor.holds
 
         def step(terms: LossTerms, where: str) -> None:

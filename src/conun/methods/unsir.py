@@ -304,7 +304,8 @@ class Unsir(UnlearningMethod):
         clock.start()
         saved = saves.state
         if saved is None:
-            monitor.check({"batch": 0, "phase": 0})  # UNSIR never processes a forget batch
+            # UNSIR never processes a forget batch; screened: the model is the original.
+            monitor.check({"batch": 0, "phase": 0}, screen=True)
             noise_images, noise_labels, noise_cross_entropy = self.learn_noise(model, task, device)
             subset = retain_subset(
                 train.labels, split.retain, settings.retain_per_class, generator=task.generator
