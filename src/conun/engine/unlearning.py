@@ -35,12 +35,7 @@ from conun.engine.monitor import (
     order_parts,
     split_order,
 )
-from conun.engine.task import (
-    LoopHooks,
-    MethodOutcome,
-    UnlearningBatch,
-    UnlearningTask,
-)
+from conun.engine.task import LoopHooks, MethodOutcome, UnlearningBatch, UnlearningTask
 from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
 
 logger = logging.getLogger(__name__)
