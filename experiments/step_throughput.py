@@ -6,6 +6,11 @@ each kind's images per median step time and, per round, the ratio of the two med
 with its median over rounds (issue #14: contrastive >= 95% of cross-entropy).
 
     python experiments/step_throughput.py --model small_cnn --input 1x28x28 --forget 128 --retain 128
+    python experiments/step_throughput.py --scenario class --forget 64 --retain 64
+
+``--scenario class`` runs the class default's step on class unlearning's labels (every forget
+sample of one class, absent from the retain batch); ``sample`` (default) the sample default's
+on random labels.
 
 Writes a JSON record with the machine, settings and numbers when --out is given.
 """
@@ -38,15 +43,24 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--forget", type=int, default=128)
     parser.add_argument("--retain", type=int, default=128)
+    parser.add_argument(
+        "--scenario",
+        choices=("sample", "class"),
+        default="sample",
+        help="the scenario's defaults and labels: 'class' gives every forget sample class 0 and "
+        "the retain samples the other classes (no anchor has a same-class reference, as in "
+        "class unlearning); 'sample' draws every label at random",
+    )
     parser.add_argument("--steps", type=int, default=20, help="steps per timing round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
         "--matched",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="the sample default's matched anchors and calibration term (reference scores "
-        "drawn at random: their values do not change the cost)",
+        "drawn at random: their values do not change the cost); default: on for --scenario "
+        "sample, off for class (the class default has none)",
     )
     parser.add_argument(
         "--compile",
@@ -56,6 +70,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.matched is None:
+        args.matched = args.scenario == "sample"
 
     shape = tuple(int(v) for v in args.input.split("x"))
     torch.manual_seed(0)
@@ -68,7 +84,10 @@ def main() -> None:
         torch.randn(total, *shape), torch.device("cpu"), channels_last=args.channels_last
     )
     labels = torch.randint(0, args.classes, (total,))
-    method = ContrastiveUnlearning.for_scenario("sample", {})
+    if args.scenario == "class":
+        labels[: args.forget] = 0
+        labels[args.forget :] = torch.randint(1, args.classes, (args.retain,))
+    method = ContrastiveUnlearning.for_scenario(args.scenario, {})
     if args.matched:
         method.reference_scores = torch.randn(4096) * 3 + 5
     if args.compile:

@@ -164,6 +164,45 @@ def test_class_scenario_is_pull_only_with_finite_gradients() -> None:
     assert forget_z.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_scenario_shortcut_has_the_general_forms_value_and_gradient(weighted: bool) -> None:
+    # No anchor has a same-class reference: the loss takes its pull-only form (the retain
+    # batch's mean embedding, no (Nf, Nr) matrix); value and gradients must be the general
+    # form's, checked against autograd on the plain formula and by finite differences.
+    g = torch.Generator().manual_seed(4)
+    forget_z = random_embeddings(9, 6, g).double()
+    retain_z = random_embeddings(30, 6, g).double()
+    forget_y = torch.tensor([7, 8, 7, 8, 7, 7, 8, 7, 8])  # two forgotten classes
+    retain_y = torch.randint(0, 7, (30,), generator=g)
+    weights = (torch.rand(9, generator=g) > 0.4).double() if weighted else None
+    got = _value_and_gradients(
+        lambda f, r: contrastive_unlearning_loss(
+            f, forget_y, r, retain_y, temperature=0.7, anchor_weights=weights
+        ),
+        forget_z,
+        retain_z,
+    )
+    want = _value_and_gradients(
+        lambda f, r: autograd_reference(f, forget_y, r, retain_y, 0.7, weights),
+        forget_z,
+        retain_z,
+    )
+    for ours, theirs in zip(got, want, strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert torch.autograd.gradcheck(
+        lambda f, r: contrastive_unlearning_loss(
+            f, forget_y, r, retain_y, temperature=0.7, anchor_weights=weights
+        ),
+        (forget_z.clone().requires_grad_(), retain_z.clone().requires_grad_()),
+    )
+    # Detached references (the method's default): only the anchors get a gradient.
+    f = forget_z.clone().requires_grad_()
+    contrastive_unlearning_loss(
+        f, forget_y, retain_z, retain_y, temperature=0.7, anchor_weights=weights
+    ).backward()
+    torch.testing.assert_close(f.grad, want[1])
+
+
 @pytest.mark.parametrize(
     ("n_forget", "n_retain", "retain_label"),
     [(0, 5, 1), (5, 0, 1), (4, 6, 2)],  # no anchors; no references; all references same class

@@ -61,10 +61,61 @@ def contrastive_unlearning_loss(
 
     same_class = forget_y[:, None] == retain_y[None, :]  # (Nf, Nr): P(i) per row; N(i) the rest
     weights = None if anchor_weights is None else anchor_weights.detach()
+    # Class unlearning never has a same-class reference (Eq. 6): every anchor's N(i) is the
+    # whole retain batch, and the loss needs its mean only, not the (Nf, Nr) similarities. On a
+    # CPU, where a step's small operations cost as much as its matrix products (issue #14),
+    # that case is decided from the labels (one host sync, free there); an accelerator keeps
+    # the general form, which is the same value without a sync per step.
+    if forget_z.device.type == "cpu" and not bool(same_class.any()):
+        pulled: Tensor = _PullOnlyLoss.apply(forget_z, retain_z, weights, temperature)
+        return pulled
     loss: Tensor = _ContrastiveUnlearningLoss.apply(
         forget_z, retain_z, same_class, weights, temperature
     )
     return loss
+
+
+def _anchor_scale(weights: Tensor | None, count: int, like: Tensor) -> Tensor:
+    """``(Nf, 1)``: each anchor's factor ``w_i / Nf`` in the loss (``1 / Nf`` without weights)."""
+    if weights is None:
+        return torch.full((count, 1), 1.0 / count, dtype=like.dtype, device=like.device)
+    return weights.to(like.dtype)[:, None] / count
+
+
+class _PullOnlyLoss(torch.autograd.Function):
+    """Eq. 6, where no anchor has a same-class reference: ``l_i = - z_i . r_mean / tau`` with
+    ``r_mean`` the retain batch's mean embedding, so that
+
+        dL/dz_i = - (w_i / Nf) r_mean / tau,    dL/dr_j = - sum_i (w_i / Nf) z_i / (Nr tau)
+
+    (the same for every ``j``): a matrix-vector product instead of the ``(Nf, Nr)`` matrix of
+    :class:`_ContrastiveUnlearningLoss`. Checked against the general form and autograd
+    (tests/losses/test_contrastive_loss.py)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        forget_z: Tensor,
+        retain_z: Tensor,
+        weights: Tensor | None,
+        temperature: float,
+    ) -> Tensor:
+        retain_mean = retain_z.mean(dim=0)  # (D,)
+        scale = _anchor_scale(weights, forget_z.shape[0], forget_z)  # (Nf, 1)
+        ctx.save_for_backward(forget_z, retain_mean, scale)
+        ctx.temperature, ctx.retain_count = temperature, retain_z.shape[0]
+        return -(forget_z @ retain_mean).mul(scale[:, 0]).sum() / temperature
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        forget_z, retain_mean, scale = ctx.saved_tensors
+        factor = -grad / ctx.temperature
+        grad_forget = scale * (factor * retain_mean) if ctx.needs_input_grad[0] else None
+        grad_retain = None
+        if ctx.needs_input_grad[1]:
+            row = (scale * forget_z).sum(dim=0) * (factor / ctx.retain_count)  # (D,)
+            grad_retain = row.expand(ctx.retain_count, -1)
+        return grad_forget, grad_retain, None, None
 
 
 class _ContrastiveUnlearningLoss(torch.autograd.Function):
@@ -103,12 +154,7 @@ class _ContrastiveUnlearningLoss(torch.autograd.Function):
         # dl_i / ds_ij: softmax over P(i) (exp(-inf - 0) = 0 for a row without P(i)) minus the
         # uniform weights over N(i).
         coefficient = torch.exp(same_logits - push) - other_class / other_count
-        count = forget_z.shape[0]
-        scale = (
-            torch.full((count, 1), 1.0 / count, dtype=similarity.dtype, device=similarity.device)
-            if weights is None
-            else weights.to(similarity.dtype)[:, None] / count
-        )
+        scale = _anchor_scale(weights, forget_z.shape[0], similarity)
         ctx.save_for_backward(forget_z, retain_z, coefficient * scale)
         ctx.temperature = temperature
         return ((pull + push) * scale).sum()
