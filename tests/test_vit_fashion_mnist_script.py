@@ -65,3 +65,42 @@ def test_acceptance_checks_each_seed_against_its_retrain(
     text = script.readme("python x", 12.0, rows, "| table |")
     assert "NO: retain_test_gap, time_ratio" in text and "**FAILS**" in text
     assert "| 0 | 0.40 % | 1.00 % | +0.50 points | 0.050 | yes |" in text
+
+
+def test_sample_acceptance_is_on_means_over_seeds(script: ModuleType, tmp_path: Path) -> None:
+    retrain = {
+        "forget_train_acc": 0.80,
+        "test_acc": 0.80,
+        "mia_forget_member_rate": 0.50,
+        "mia_forget_vs_test_auc": 0.50,
+    }
+    # Seed 0 is 3 points under retrain's forget accuracy, seed 1 level: the mean, 1.5 points,
+    # is within the 2-point bound. The AUC (c) is 0.04 off on both: out of its 0.03 bound.
+    for seed, forget in ((0, 0.77), (1, 0.80)):
+        write_cell(tmp_path, seed, "samples500", "retrain", 400.0, **retrain)
+        write_cell(
+            tmp_path,
+            seed,
+            "samples500",
+            "contrastive",
+            10.0 if seed == 0 else 30.0,  # 0.025 and 0.075 of retrain's: mean 0.05
+            **{**retrain, "forget_train_acc": forget, "mia_forget_vs_test_auc": 0.54},
+        )
+    write_cell(tmp_path, 2, "samples500", "contrastive", 1.0, **retrain)  # no retrain: left out
+    check = script.sample_acceptance(script.cell_rows(tmp_path, [0, 1, 2]))
+    assert check["seeds"] == [0, 1]
+    assert check["contrastive"]["forget_train_acc"] == pytest.approx(0.785)
+    assert check["contrastive"]["x_retrain"] == pytest.approx(0.05)
+    assert check["verdicts"] == {
+        "forget_train_acc": True,
+        "test_acc": True,
+        "mia_forget_member_rate": True,
+        "mia_forget_vs_test_auc": False,
+        "x_retrain": True,
+    }
+    assert not check["passed"]
+    text = "\n".join(script.sample_lines(check))
+    assert "| forget-vs-test AUC (c) | 0.540 | 0.500 | 0.03 | NO |" in text
+    assert "| forget train accuracy, % | 78.50 | 80.00 | 2 points | yes |" in text
+    assert "**FAILS**" in text
+    assert script.sample_acceptance(script.cell_rows(tmp_path, [2])) is None
