@@ -28,17 +28,12 @@ from typing import Any
 import torch
 
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from conun.evaluation.accuracy import model_logits
+from conun.evaluation.accuracy import accuracy
 from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.inputs import load_training_data, recipe_of, validation_of
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.unlearning import unlearn_checkpoint
-
-
-def accuracy_on(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    logits = model_logits(model, images, batch_size=256)
-    return float((logits.argmax(dim=1) == labels).double().mean())
 
 
 def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
@@ -47,18 +42,18 @@ def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
     model, meta = load_checkpoint(original / CHECKPOINT_FILE)
     data = load_training_data(recipe_of(meta, original))
     validation = validation_of(meta)
-    val_images, val_labels = data.train.images[validation], data.train.labels[validation]
+    held_out = data.train.subset(validation)
     retrain_model, _ = load_checkpoint(retrained / CHECKPOINT_FILE)
     rows = [
         {
             "seed": seed,
             "setting": "retrain",
-            "val_acc": accuracy_on(retrain_model, val_images, val_labels),
+            "val_acc": accuracy(retrain_model, held_out, batch_size=256),
         },
         {
             "seed": seed,
             "setting": "original",
-            "val_acc": accuracy_on(model, val_images, val_labels),
+            "val_acc": accuracy(model, held_out, batch_size=256),
         },
     ]
     for lr in lrs:
@@ -79,10 +74,8 @@ def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
             {
                 "seed": seed,
                 "setting": f"lr {lr:g}",
-                "val_acc": accuracy_on(unlearned, val_images, val_labels),
-                "forget_train_acc": accuracy_on(
-                    unlearned, data.train.images[forget], data.train.labels[forget]
-                ),
+                "val_acc": accuracy(unlearned, held_out, batch_size=256),
+                "forget_train_acc": accuracy(unlearned, data.train.subset(forget), batch_size=256),
                 "stopped_by": run.get("stopped_by"),
                 "passes": run.get("passes"),
                 "seconds": run["seconds"],
