@@ -132,6 +132,14 @@ GOOD = "dataset: digits\nrequests: [{class: [5]}]\nseeds: [0]\n"
             GOOD + "unlearn_per_method: {contrastive: {seed: 3}}\n",
             ["unlearn_per_method", "seed cannot be set here"],
         ),
+        (
+            GOOD.replace("{class: [5]}", "{class: [5], unlearn_per_method: {magic: {}}}"),
+            ["requests.0.unlearn_per_method", "unknown method(s) magic", "contrastive"],
+        ),
+        (
+            GOOD.replace("{class: [5]}", "{class: [5], unlearn_per_method: {neggrad: {seed: 1}}}"),
+            ["requests.0.unlearn_per_method", "seed cannot be set here"],
+        ),
         (GOOD + "device: tpu\n", ["device", "allowed: cpu, cuda"]),
         (GOOD + "requests: 5\n", ["requests"]),
     ],
@@ -161,6 +169,13 @@ def test_invalid_presets_name_the_problem(tmp_path: Path, text: str, expected: l
             GOOD + "methods: [contrastive]\nunlearn_per_method: {contrastive: {options: {w: 1}}}\n",
             ["cell seed 0 / class5 / contrastive", "options.w: unknown option", "omega"],
         ),
+        (
+            GOOD.replace(
+                "{class: [5]}",
+                "{class: [5], methods: [contrastive], unlearn_per_method: {finetune: {}}}",
+            ),
+            ["request class5", "names finetune, which the request does not run", "contrastive"],
+        ),
     ],
 )
 def test_invalid_grids_fail_at_planning(tmp_path: Path, text: str, expected: list[str]) -> None:
@@ -187,6 +202,30 @@ def test_unlearn_per_method_reaches_only_its_method(tmp_path: Path) -> None:
     # A cell's fingerprint follows its own config only: resumed grids keep the other cells.
     assert per_method.fingerprint(finetune) == plain.fingerprint(finetune)
     assert per_method.fingerprint(cells["contrastive"]) != plain.fingerprint(cells["contrastive"])
+
+
+def test_a_requests_unlearn_per_method_reaches_only_its_cells(tmp_path: Path) -> None:
+    text = (
+        "dataset: digits\nseeds: [0]\nmethods: [contrastive, finetune]\n"
+        "unlearn_per_method: {contrastive: {batch_size: 8, optimizer: {lr: 0.002}}}\n"
+        "requests:\n"
+        "  - {class: [5], unlearn_per_method: {contrastive: {optimizer: {name: adamw}}}}\n"
+        "  - {samples: 20}\n"
+    )
+    plan = plan_bench(load_bench_preset(write_preset(tmp_path, text)))
+    plain_text = text.replace(", unlearn_per_method: {contrastive: {optimizer: {name: adamw}}}", "")
+    plain = plan_bench(load_bench_preset(write_preset(tmp_path, plain_text, "plain")))
+    configs = {(cell.request, cell.method): plan.unlearn_configs[cell] for cell in plan.cells}
+    # Layered over the preset's section (its batch size and learning rate stay), this request
+    # only, this method only.
+    layered = configs["class5", "contrastive"]
+    assert layered.optimizer.name == "adamw" and layered.optimizer.lr == 0.002
+    assert layered.batch_size == 8
+    assert configs["samples20", "contrastive"].optimizer.name == "sgd"
+    assert configs["class5", "finetune"].optimizer.name == "sgd"
+    # Only the cells it changes get another fingerprint: a grid resumes with the others.
+    changed = {cell for cell in plan.cells if plan.fingerprint(cell) != plain.fingerprint(cell)}
+    assert {(cell.request, cell.method) for cell in changed} == {("class5", "contrastive")}
 
 
 def test_unknown_preset_lists_the_shipped_ones() -> None:

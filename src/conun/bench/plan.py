@@ -99,8 +99,11 @@ class BenchPlan:
             {
                 "train": self.train_configs[cell.seed].model_dump(mode="json"),
                 "unlearn": self.unlearn_configs[cell].model_dump(mode="json"),
+                # What the request forgets; its methods and per-method settings reach the
+                # cell through ``method`` and the unlearning config (so that a request's own
+                # setting for one method leaves its other cells, and older grids, as they are).
                 "request": request.model_dump(
-                    mode="json", by_alias=True, exclude={"name", "methods"}
+                    mode="json", by_alias=True, exclude={"name", "methods", "unlearn_per_method"}
                 ),
                 "method": cell.method,
             }
@@ -208,6 +211,14 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
                 f"requests, but {_supports(idle)}: remove them, or give them a request of "
                 "their own scenario"
             )
+    for label, request in requests.items():
+        unused = sorted(set(request.unlearn_per_method) - set(methods[label]))
+        if unused:
+            raise BenchPresetError(
+                f"bench preset {preset.name}, request {label}: unlearn_per_method names "
+                f"{', '.join(unused)}, which the request does not run (its methods: "
+                f"{', '.join(methods[label])})"
+            )
     if preset.audit and any("retrain" not in names for names in methods.values()):
         logger.warning(
             "audit without retrain in a request: its cells get the membership attacks but no "
@@ -230,6 +241,11 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
                             (
                                 f"bench preset {preset.name}: unlearn_per_method.{name}",
                                 preset.unlearn_per_method.get(name, {}),
+                            ),
+                            (
+                                f"bench preset {preset.name}: requests.{label}."
+                                f"unlearn_per_method.{name}",
+                                request.unlearn_per_method.get(name, {}),
                             ),
                             ("bench seed and device", {"seed": seed, "device": preset.device}),
                         ],

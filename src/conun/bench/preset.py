@@ -14,6 +14,8 @@ A preset lives in ``conun/configs/bench/<name>.yaml`` (or any file given by path
       - class: [5]                 # every training sample of class 5     -> request "class5"
       - samples: 500               # 500 random training samples (seeded) -> request "samples500"
         methods: [retrain, contrastive]   # optional: this request's own method list
+        unlearn_per_method:        # optional: layered over unlearn_per_method, this request only
+          contrastive: {optimizer: {lr: 1.0e-3}}
     methods: all                   # or a list; all: every method meant for the scenario
     seeds: [0, 1, 2]
     audit: false                   # add the privacy audit (attacks, distances to retrain)
@@ -75,6 +77,9 @@ class RequestSpec(StrictModel):
         samples: forget this many random training samples, drawn with the cell's seed.
         fraction: forget this fraction of the training samples, drawn with the cell's seed.
         methods: this request's methods, replacing the grid's list (``all`` or names).
+        unlearn_per_method: method name -> UnlearnConfig keys layered over the preset's
+            ``unlearn_per_method`` for this request's cells only (a setting chosen for one
+            scenario: a class request's optimizer, say, that the sample request does not share).
     """
 
     name: str | None = None
@@ -82,6 +87,7 @@ class RequestSpec(StrictModel):
     samples: int | None = Field(None, ge=1)
     fraction: float | None = Field(None, gt=0, lt=1)
     methods: Literal["all"] | list[str] | None = None
+    unlearn_per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -103,6 +109,11 @@ class RequestSpec(StrictModel):
         if any(c < 0 for c in value) or len(set(value)) != len(value):
             raise ValueError(f"classes must be distinct and >= 0, got {value}")
         return sorted(value)
+
+    @field_validator("unlearn_per_method")
+    @classmethod
+    def _per_method_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return check_per_method_sections(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RequestSpec:
@@ -244,15 +255,7 @@ class BenchPreset(StrictModel):
     @field_validator("unlearn_per_method")
     @classmethod
     def _per_method_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        unknown = sorted(set(value) - set(available_methods()))
-        if unknown:
-            raise ValueError(
-                f"unlearn_per_method names unknown method(s) {', '.join(unknown)}; registered: "
-                f"{', '.join(available_methods())}"
-            )
-        for section in value.values():
-            _reject_grid_keys(section, _PER_METHOD_GRID_KEYS)
-        return value
+        return check_per_method_sections(value)
 
     @field_validator("device")
     @classmethod
@@ -306,6 +309,19 @@ def _reject_grid_keys(section: dict[str, Any], forbidden: tuple[str, ...]) -> di
             "unlearn_per_method.<method>.options)"
         )
     return section
+
+
+def check_per_method_sections(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``value`` if it names registered methods only and sets no key the grid sets per cell."""
+    unknown = sorted(set(value) - set(available_methods()))
+    if unknown:
+        raise ValueError(
+            f"unlearn_per_method names unknown method(s) {', '.join(unknown)}; registered: "
+            f"{', '.join(available_methods())}"
+        )
+    for section in value.values():
+        _reject_grid_keys(section, _PER_METHOD_GRID_KEYS)
+    return value
 
 
 def check_method_names(value: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
