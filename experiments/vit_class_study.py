@@ -1,0 +1,210 @@
+"""Contrastive unlearning of class 5 on the ViT of the ``vit-fashion-mnist`` bench preset:
+settings compared on the validation split (never the test set).
+
+The preset's first class setting (SGD at lr 1e-3, the class rule at 1%, checked after each pass)
+forgot class 5 on every seed of the first grid run, but seed 1 needed three passes where seeds 0
+and 2 needed two, and lost 3.9 points of retained-class test accuracy against retrain (the
+issue's bound is 1.5) at 0.147 of retraining's time (bound 0.1). For each setting (layers over
+the grid's config of the class request's contrastive cell: ``preset`` is that config as it is)
+this runs the grid's class request on the grid's originals and reports, on the validation split
+carved from train before each original was trained: the retained classes' accuracy against the
+grid's retrained model's, class 5's accuracy (validation and training samples), whether the
+rule stopped the run, the passes, and the seconds against retrain's.
+
+    python experiments/vit_class_study.py --bench /tmp/vit-fm --seeds 0 1 2 \
+        --variant 'preset' --variant 'in-pass checks: stopping.check_every=auto' \
+        --out experiments/results/vit-fashion-mnist/class-study.md
+
+``--bench`` is the grid's output directory with each seed's original and its finished
+``class5/retrain`` cell (whose weights the grid keeps): ``conun bench`` of the preset, or of a
+copy of it that keeps the class request's original and retrain only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conun.bench import load_bench_preset
+from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from conun.evaluation.accuracy import accuracy
+from conun.reproducibility import versions
+from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.inputs import load_training_data, recipe_of, validation_of
+from conun.workflows.requests import ForgetSpec
+from conun.workflows.unlearning import unlearn_checkpoint
+
+PRESET = "vit-fashion-mnist"
+FORGOTTEN = 5
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``'label: a.b=1; c=x'`` -> ``("label", ["a.b=1", "c=x"])`` (conun's ``--set`` syntax)."""
+    label, _, body = text.partition(":")
+    return label.strip(), [item.strip() for item in body.split(";") if item.strip()]
+
+
+def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    """One row for retrain, one for the original and one per variant, on ``seed``'s original."""
+    preset = load_bench_preset(PRESET)
+    (original,) = sorted((bench / "originals").glob(f"*-seed{seed}-*"))
+    retrain_cell = bench / "cells" / str(seed) / "class5" / "retrain"
+    model, meta = load_checkpoint(original / CHECKPOINT_FILE)
+    data = load_training_data(recipe_of(meta, original))
+    validation = validation_of(meta)
+    labels = data.train.labels
+    retained_val = data.train.subset(validation[labels[validation] != FORGOTTEN])
+    forgotten_val = data.train.subset(validation[labels[validation] == FORGOTTEN])
+    retrain_model, _ = load_checkpoint(retrain_cell / CHECKPOINT_FILE)
+    (retrain_run,) = json.loads((retrain_cell / "results.json").read_text())["runs"]
+    retrain_seconds = retrain_run["seconds"]
+
+    def measured(unlearned: torch.nn.Module) -> dict[str, float]:
+        return {
+            "retained_val_acc": accuracy(unlearned, retained_val, batch_size=256),
+            "forget_val_acc": accuracy(unlearned, forgotten_val, batch_size=256),
+        }
+
+    rows: list[dict[str, Any]] = [
+        {"seed": seed, "setting": "retrain", "seconds": retrain_seconds, **measured(retrain_model)},
+        {"seed": seed, "setting": "original", **measured(model)},
+    ]
+    (request,) = (r for r in preset.requests if r.classes == [FORGOTTEN])
+    for label, overrides in variants:
+        # The grid's layers for the class request's contrastive cell, then the variant's.
+        config = resolve_unlearn_config(
+            "contrastive",
+            "class",
+            dataset=preset.dataset,
+            layers=[
+                (f"bench preset {PRESET}: unlearn", preset.unlearn),
+                (
+                    f"bench preset {PRESET}: unlearn_per_method.contrastive",
+                    preset.unlearn_per_method.get("contrastive", {}),
+                ),
+                (
+                    f"bench preset {PRESET}: requests.{request.label}.unlearn_per_method",
+                    request.unlearn_per_method.get("contrastive", {}),
+                ),
+            ],
+            overrides=[f"seed={seed}", *overrides],
+        ).config
+        with tempfile.TemporaryDirectory() as work:
+            results = unlearn_checkpoint(
+                original, ForgetSpec(classes=(FORGOTTEN,)), config, work, quiet=True, force=True
+            )
+            (run,) = results.to_dict()["runs"]
+            unlearned, _ = load_checkpoint(Path(work) / CHECKPOINT_FILE)
+        rows.append(
+            {
+                "seed": seed,
+                "setting": label,
+                **measured(unlearned),
+                "forget_train_acc": run["metrics"]["forget_train_acc"],
+                "stopped_by": run.get("stopped_by"),
+                "passes": run.get("passes"),
+                "seconds": run["seconds"],
+                "x_retrain": run["seconds"] / retrain_seconds,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]], settings: list[str]) -> str:
+    """Every run, then the mean over seeds of each setting."""
+    retrain = {row["seed"]: row for row in rows if row["setting"] == "retrain"}
+    lines = [
+        "| seed | setting | retained val % | - retrain's | class 5 val % | class 5 train % | "
+        "stopped by | passes | x retrain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        gap = 100 * (row["retained_val_acc"] - retrain[row["seed"]]["retained_val_acc"])
+        train = row.get("forget_train_acc")
+        ratio = row.get("x_retrain")
+        lines.append(
+            f"| {row['seed']} | {row['setting']} | {100 * row['retained_val_acc']:.2f} | "
+            f"{gap:+.2f} | {100 * row['forget_val_acc']:.2f} | "
+            f"{'–' if train is None else f'{100 * train:.2f}'} | {row.get('stopped_by') or '–'} | "
+            f"{row.get('passes', '–')} | {'–' if ratio is None else f'{ratio:.3f}'} |"
+        )
+    lines += [
+        "",
+        "Mean over seeds (worst seed in brackets):",
+        "",
+        "| setting | retained val - retrain's | class 5 train % | x retrain |",
+        "|---|---|---|---|",
+    ]
+    for setting in settings:
+        mine = [row for row in rows if row["setting"] == setting]
+        gaps = [
+            100 * (row["retained_val_acc"] - retrain[row["seed"]]["retained_val_acc"])
+            for row in mine
+        ]
+        forget = [100 * row["forget_train_acc"] for row in mine]
+        ratios = [row["x_retrain"] for row in mine]
+        lines.append(
+            f"| {setting} | {statistics.mean(gaps):+.2f} ({min(gaps):+.2f}) | "
+            f"{statistics.mean(forget):.2f} ({max(forget):.2f}) | "
+            f"{statistics.mean(ratios):.3f} ({max(ratios):.3f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bench", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="'label: key=value; key=value' over the preset's contrastive config ('preset': none)",
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    variants = [parse_variant(text) for text in args.variant]
+    started = time.perf_counter()
+    rows = [row for seed in args.seeds for row in study(args.bench, seed, variants)]
+    settings = "\n".join(
+        f"- `{label}`: {', '.join(f'`{o}`' for o in overrides) or 'the preset as it is'}"
+        for label, overrides in variants
+    )
+    variant_args = " ".join(f"--variant '{text}'" for text in args.variant)
+    text = "\n".join(
+        [
+            "# Contrastive unlearning of class 5 on the ViT: settings (validation split)",
+            "",
+            f"Command: `python experiments/vit_class_study.py --bench BENCH --seeds "
+            f"{' '.join(map(str, args.seeds))} {variant_args}` "
+            f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
+            f"{torch.get_num_threads()} threads; {versions()}).",
+            "",
+            "Settings (layers over the preset's contrastive config):",
+            "",
+            settings,
+            "",
+            table(rows, [label for label, _ in variants]),
+            "",
+        ]
+    )
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
