@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,18 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "cost_curve.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def cost_curve() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("cost_curve", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cost_curve"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("cost_curve")
 
 
 def test_fit_slope_recovers_the_exponent_of_a_power_law(cost_curve: ModuleType) -> None:

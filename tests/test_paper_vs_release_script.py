@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "paper_vs_release.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def ablation() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("paper_vs_release", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_vs_release"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("paper_vs_release")
 
 
 def test_each_switch_changes_one_release_behaviour_and_all_make_the_release(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -13,19 +11,13 @@ import pytest
 
 from conun.config import TrainConfig
 from conun.workflows.training import train_original
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "sequential_study.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def study() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("sequential_study", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sequential_study"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("sequential_study")
 
 
 def test_sequential_study_on_digits(

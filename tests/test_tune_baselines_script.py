@@ -3,9 +3,7 @@ candidate rows, the knob grids and the learning-rate extension; no training."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,8 +11,8 @@ from typing import Any
 import pytest
 
 from conun.methods import get_method
+from experiment_scripts import load_experiment
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "tune_baselines.py"
 # The original: 90% on the retained classes (class), 92% validation, forget set at 99.4%.
 ORIGINAL = {
     "val_acc": 0.92,
@@ -27,12 +25,7 @@ ORIGINAL = {
 @pytest.fixture(scope="module")
 def tune() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("tune_baselines", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tune_baselines"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("tune_baselines")
 
 
 def class_row(lr: float, retain: float, forget: float) -> dict[str, Any]:

@@ -3,25 +3,17 @@ the runs' rows, on hand-written rows (the study itself needs the ViT grid's orig
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "vit_class_study.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("vit_class_study", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vit_class_study"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("vit_class_study")
 
 
 def test_a_variant_is_a_label_and_set_overrides(script: ModuleType) -> None:

@@ -3,26 +3,19 @@ the bench's cells, on hand-written cells (the study itself trains ViTs for hours
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "vit_fashion_mnist.py"
+from experiment_scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
     """The script as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("vit_fashion_mnist", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["vit_fashion_mnist"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("vit_fashion_mnist")
 
 
 def write_cell(
