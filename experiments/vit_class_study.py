@@ -23,10 +23,8 @@ copy of it that keeps the class request's original and retrain only.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,13 +32,11 @@ from typing import Any
 import torch
 
 from conun.bench import load_bench_preset
-from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from conun.evaluation.accuracy import accuracy
 from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
-from conun.workflows.inputs import load_training_data, recipe_of, validation_of
 from conun.workflows.requests import ForgetSpec
-from conun.workflows.unlearning import unlearn_checkpoint
+from vit_sample_lr_study import grid_seed, unlearn, write_report  # the grid's ViT, on validation
 
 PRESET = "vit-fashion-mnist"
 FORGOTTEN = 5
@@ -55,17 +51,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
     """One row for retrain, one for the original and one per variant, on ``seed``'s original."""
     preset = load_bench_preset(PRESET)
-    (original,) = sorted((bench / "originals").glob(f"*-seed{seed}-*"))
-    retrain_cell = bench / "cells" / str(seed) / "class5" / "retrain"
-    model, meta = load_checkpoint(original / CHECKPOINT_FILE)
-    data = load_training_data(recipe_of(meta, original))
-    validation = validation_of(meta)
-    labels = data.train.labels
-    retained_val = data.train.subset(validation[labels[validation] != FORGOTTEN])
-    forgotten_val = data.train.subset(validation[labels[validation] == FORGOTTEN])
-    retrain_model, _ = load_checkpoint(retrain_cell / CHECKPOINT_FILE)
-    (retrain_run,) = json.loads((retrain_cell / "results.json").read_text())["runs"]
-    retrain_seconds = retrain_run["seconds"]
+    grid = grid_seed(bench, seed, "class5")
+    labels, validation = grid.data.train.labels, grid.validation
+    retained_val = grid.data.train.subset(validation[labels[validation] != FORGOTTEN])
+    forgotten_val = grid.data.train.subset(validation[labels[validation] == FORGOTTEN])
+    retrain_seconds = grid.retrain_seconds
 
     def measured(unlearned: torch.nn.Module) -> dict[str, float]:
         return {
@@ -74,8 +64,13 @@ def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list
         }
 
     rows: list[dict[str, Any]] = [
-        {"seed": seed, "setting": "retrain", "seconds": retrain_seconds, **measured(retrain_model)},
-        {"seed": seed, "setting": "original", **measured(model)},
+        {
+            "seed": seed,
+            "setting": "retrain",
+            "seconds": retrain_seconds,
+            **measured(grid.retrain_model),
+        },
+        {"seed": seed, "setting": "original", **measured(grid.model)},
     ]
     (request,) = (r for r in preset.requests if r.classes == [FORGOTTEN])
     for label, overrides in variants:
@@ -97,12 +92,7 @@ def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list
             ],
             overrides=[f"seed={seed}", *overrides],
         ).config
-        with tempfile.TemporaryDirectory() as work:
-            results = unlearn_checkpoint(
-                original, ForgetSpec(classes=(FORGOTTEN,)), config, work, quiet=True, force=True
-            )
-            (run,) = results.to_dict()["runs"]
-            unlearned, _ = load_checkpoint(Path(work) / CHECKPOINT_FILE)
+        run, unlearned, _ = unlearn(grid.original, ForgetSpec(classes=(FORGOTTEN,)), config)
         rows.append(
             {
                 "seed": seed,
@@ -199,11 +189,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_report(text, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,17 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from conun.config import UnlearnConfig
+from conun.data.arrays import DatasetBundle
 from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from conun.evaluation.accuracy import accuracy
+from conun.models.base import Classifier
 from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.inputs import load_training_data, recipe_of, validation_of
@@ -36,24 +40,83 @@ from conun.workflows.requests import ForgetSpec
 from conun.workflows.unlearning import unlearn_checkpoint
 
 
-def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class GridSeed:
+    """What a validation study reads from the ViT grid for one seed and request.
+
+    Attributes:
+        original: the seed's original run directory.
+        model: the original classifier.
+        data: its training data (the grid's subset).
+        validation: ``(V,)`` indices of the validation split carved from train before training.
+        retrain_model: the request's retrained classifier (the grid keeps its weights).
+        retrain_seconds: the retrain cell's seconds.
+    """
+
+    original: Path
+    model: Classifier
+    data: DatasetBundle
+    validation: torch.Tensor
+    retrain_model: Classifier
+    retrain_seconds: float
+
+
+def grid_seed(bench: Path, seed: int, request: str) -> GridSeed:
+    """``seed``'s original and ``request``'s finished retrain cell in the grid ``bench``."""
     (original,) = sorted((bench / "originals").glob(f"*-seed{seed}-*"))
-    retrained = bench / "cells" / str(seed) / "samples500" / "retrain"
+    retrained = bench / "cells" / str(seed) / request / "retrain"
     model, meta = load_checkpoint(original / CHECKPOINT_FILE)
-    data = load_training_data(recipe_of(meta, original))
-    validation = validation_of(meta)
-    held_out = data.train.subset(validation)
     retrain_model, _ = load_checkpoint(retrained / CHECKPOINT_FILE)
+    (retrain_run,) = json.loads((retrained / "results.json").read_text())["runs"]
+    return GridSeed(
+        original,
+        model,
+        load_training_data(recipe_of(meta, original)),
+        validation_of(meta),
+        retrain_model,
+        retrain_run["seconds"],
+    )
+
+
+def unlearn(
+    original: Path, spec: ForgetSpec, config: UnlearnConfig
+) -> tuple[dict[str, Any], Classifier, torch.Tensor]:
+    """Contrastive unlearning of ``spec`` from ``original`` in a scratch directory.
+
+    Returns:
+        The run's record (results.json), the unlearned classifier and ``(F,)`` the forget
+        indices.
+    """
+    with tempfile.TemporaryDirectory() as work:
+        results = unlearn_checkpoint(original, spec, config, work, quiet=True, force=True)
+        (run,) = results.to_dict()["runs"]
+        unlearned, _ = load_checkpoint(Path(work) / CHECKPOINT_FILE)
+        forget = torch.tensor(json.loads((Path(work) / "split.json").read_text())["forget"])
+    return run, unlearned, forget
+
+
+def write_report(text: str, rows: list[dict[str, Any]], out: Path | None) -> None:
+    """Print ``text``; with ``out``, write it there and ``rows`` beside it as JSON."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
+    grid = grid_seed(bench, seed, "samples500")
+    held_out = grid.data.train.subset(grid.validation)
     rows = [
         {
             "seed": seed,
             "setting": "retrain",
-            "val_acc": accuracy(retrain_model, held_out, batch_size=256),
+            "val_acc": accuracy(grid.retrain_model, held_out, batch_size=256),
         },
         {
             "seed": seed,
             "setting": "original",
-            "val_acc": accuracy(model, held_out, batch_size=256),
+            "val_acc": accuracy(grid.model, held_out, batch_size=256),
         },
     ]
     for lr in lrs:
@@ -63,19 +126,15 @@ def study(bench: Path, seed: int, lrs: list[float]) -> list[dict[str, Any]]:
             dataset="fashion-mnist",
             overrides=[f"seed={seed}", f"optimizer.lr={lr}"],
         ).config
-        with tempfile.TemporaryDirectory() as work:
-            results = unlearn_checkpoint(
-                original, ForgetSpec(num_samples=500), config, work, quiet=True, force=True
-            )
-            (run,) = results.to_dict()["runs"]
-            unlearned, _ = load_checkpoint(Path(work) / CHECKPOINT_FILE)
-            forget = torch.tensor(json.loads((Path(work) / "split.json").read_text())["forget"])
+        run, unlearned, forget = unlearn(grid.original, ForgetSpec(num_samples=500), config)
         rows.append(
             {
                 "seed": seed,
                 "setting": f"lr {lr:g}",
                 "val_acc": accuracy(unlearned, held_out, batch_size=256),
-                "forget_train_acc": accuracy(unlearned, data.train.subset(forget), batch_size=256),
+                "forget_train_acc": accuracy(
+                    unlearned, grid.data.train.subset(forget), batch_size=256
+                ),
                 "stopped_by": run.get("stopped_by"),
                 "passes": run.get("passes"),
                 "seconds": run["seconds"],
@@ -129,11 +188,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_report(text, rows, args.out)
 
 
 if __name__ == "__main__":
