@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conun.losses import (
+    class_unlearning_objective,
     contrastive_unlearning_loss,
     release_contrastive_unlearning_loss,
     relu_embedding,
@@ -175,6 +176,93 @@ def test_class_scenario_is_pull_only_with_finite_gradients() -> None:
     assert forget_z.grad is not None and retain_z.grad is not None
     assert torch.isfinite(forget_z.grad).all() and torch.isfinite(retain_z.grad).all()
     assert forget_z.grad.abs().sum() > 0
+
+
+def composed_class_objective(
+    features: torch.Tensor,
+    logits: torch.Tensor,
+    forget_y: torch.Tensor,
+    retain_y: torch.Tensor,
+    lambda_ul: float,
+    lambda_ce: float,
+) -> torch.Tensor:
+    """What the one-node class objective replaces: normalise, slice, the general loss against
+    detached references and the retain rows' cross-entropy, all through autograd."""
+    z = F.normalize(features, dim=1)
+    num_forget = forget_y.shape[0]
+    unlearning = contrastive_unlearning_loss(
+        z[:num_forget], forget_y, z[num_forget:].detach(), retain_y, temperature=0.7
+    )
+    return lambda_ul * unlearning + lambda_ce * F.cross_entropy(logits[num_forget:], retain_y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_node_class_objective_is_the_composition_it_replaces(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    num_forget, num_retain = 7, 12
+    features = torch.randn(num_forget + num_retain, 5, generator=g, dtype=torch.float64) * 3
+    logits = torch.randn(num_forget + num_retain, 4, generator=g, dtype=torch.float64)
+    forget_y = torch.full((num_forget,), 3)  # the forgotten class: absent from the retain rows
+    retain_y = torch.randint(0, 3, (num_retain,), generator=g)
+
+    def ours(f: torch.Tensor, lg: torch.Tensor) -> torch.Tensor:
+        total, _, _ = class_unlearning_objective(
+            f, lg, retain_y, num_forget, temperature=0.7, lambda_ul=1.5, lambda_ce=2.0
+        )
+        return total
+
+    got = _value_and_gradients(ours, features, logits)
+    want = _value_and_gradients(
+        lambda f, lg: composed_class_objective(f, lg, forget_y, retain_y, 1.5, 2.0),
+        features,
+        logits,
+    )
+    for mine, theirs in zip(got, want, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    # The retain rows' features and the forget rows' logits get no gradient (fixed references,
+    # no cross-entropy on the forget rows); the others do.
+    assert got[1][num_forget:].abs().max() == 0 and got[1][:num_forget].abs().min() > 0
+    assert got[2][:num_forget].abs().max() == 0 and got[2][num_forget:].abs().max() > 0
+    # Finite differences over the forget rows' features (the retain rows are references held
+    # fixed, as detach() makes them; their numerical derivative would not be zero) and the
+    # logits.
+    retain_features = features[num_forget:]
+    assert torch.autograd.gradcheck(
+        lambda f, lg: ours(torch.cat([f, retain_features]), lg),
+        (features[:num_forget].clone().requires_grad_(), logits.clone().requires_grad_()),
+    )
+    # The logged terms are the composition's two terms, without gradient.
+    _, unlearning, retain_ce = class_unlearning_objective(
+        features, logits, retain_y, num_forget, temperature=0.7, lambda_ul=1.0, lambda_ce=1.0
+    )
+    torch.testing.assert_close(
+        unlearning, composed_class_objective(features, logits, forget_y, retain_y, 1.0, 0.0)
+    )
+    torch.testing.assert_close(
+        retain_ce, composed_class_objective(features, logits, forget_y, retain_y, 0.0, 1.0)
+    )
+    assert not unlearning.requires_grad and not retain_ce.requires_grad
+
+
+def test_one_node_class_objective_rejects_bad_inputs() -> None:
+    features, logits = torch.randn(6, 4), torch.randn(6, 3)
+    labels = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="num_forget must be in"):
+        class_unlearning_objective(
+            features, logits, labels, 0, temperature=0.7, lambda_ul=1.0, lambda_ce=1.0
+        )
+    with pytest.raises(ValueError, match="retain_labels"):
+        class_unlearning_objective(
+            features, logits, labels, 3, temperature=0.7, lambda_ul=1.0, lambda_ce=1.0
+        )
+    with pytest.raises(ValueError, match="same N"):
+        class_unlearning_objective(
+            features, logits[:5], labels, 2, temperature=0.7, lambda_ul=1.0, lambda_ce=1.0
+        )
+    with pytest.raises(ValueError, match="temperature"):
+        class_unlearning_objective(
+            features, logits, labels, 2, temperature=0.0, lambda_ul=1.0, lambda_ce=1.0
+        )
 
 
 @pytest.mark.parametrize("weighted", [False, True])

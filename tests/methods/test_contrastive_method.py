@@ -169,6 +169,60 @@ def test_one_forward_pass_over_forget_and_retain() -> None:
     torch.testing.assert_close(terms.total.detach(), expected)
 
 
+def test_class_steps_take_the_one_node_objective_with_the_general_paths_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The class default's step computes its objective in one autograd node; the same step
+    # through the general path (normalise, slice, L_UL, cross-entropy) must give the same
+    # total, logged terms, forget predictions and parameter gradients.
+    torch.manual_seed(0)
+    # float32, as the method computes its losses (float32 tolerances: the two paths round in
+    # another order).
+    model = build_model("small_cnn", num_classes=10, input_shape=(1, 8, 8))
+    method = ContrastiveUnlearning.for_scenario("class", {})
+    batch = UnlearningBatch(
+        torch.randn(5, 1, 8, 8),
+        torch.full((5,), 4),
+        torch.randn(9, 1, 8, 8),
+        torch.tensor([0, 1, 2, 3, 5, 6, 7, 8, 9]),
+    )
+    taken = []
+    one_node = ContrastiveUnlearning._one_node_class_objective
+
+    def recording(self: ContrastiveUnlearning, num_forget: int, num_retain: int) -> bool:
+        taken.append(one_node(self, num_forget, num_retain))
+        return taken[-1]
+
+    def step(general: bool) -> tuple[Any, list[torch.Tensor]]:
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                ContrastiveUnlearning,
+                "_one_node_class_objective",
+                (lambda *_: False) if general else recording,
+            )
+            model.zero_grad()
+            terms = method.loss(model, batch)
+            terms.total.backward()
+        return terms, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    fused, fused_grads = step(general=False)
+    general, general_grads = step(general=True)
+    assert taken == [True]
+    torch.testing.assert_close(fused.total, general.total)
+    assert fused.parts.keys() == general.parts.keys() == {"unlearning", "retain_ce"}
+    for name in fused.parts:
+        torch.testing.assert_close(fused.parts[name], general.parts[name])
+    assert torch.equal(fused.forget_correct, general.forget_correct)
+    assert len(fused_grads) == len(general_grads) > 0
+    for mine, theirs in zip(fused_grads, general_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    # The sample scenario and the paper's class options (retain embeddings not detached) keep
+    # the general path.
+    assert not ContrastiveUnlearning.for_scenario("sample", {})._one_node_class_objective(5, 9)
+    paper = ContrastiveUnlearning.for_scenario("class", {"detach_retain": False})
+    assert not paper._one_node_class_objective(5, 9)
+
+
 def test_unknown_options_and_scenarios_are_errors() -> None:
     with pytest.raises(ValueError, match="allowed options: temperature"):
         ContrastiveUnlearning.for_scenario("class", {"temprature": 0.5})

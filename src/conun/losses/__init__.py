@@ -9,6 +9,7 @@ from conun.losses.calibration import (
     targets_by_rank,
 )
 from conun.losses.contrastive import (
+    class_unlearning_objective,
     contrastive_unlearning_loss,
     release_contrastive_unlearning_loss,
     relu_embedding,
@@ -16,6 +17,7 @@ from conun.losses.contrastive import (
 
 __all__ = [
     "calibration_loss",
+    "class_unlearning_objective",
     "contrastive_unlearning_loss",
     "logit_confidence",
     "matched_targets",

@@ -168,6 +168,126 @@ class _ContrastiveUnlearningLoss(torch.autograd.Function):
         return grad_forget, grad_retain, None, None, None
 
 
+def class_unlearning_objective(
+    features: Tensor,
+    logits: Tensor,
+    retain_labels: Tensor,
+    num_forget: int,
+    *,
+    temperature: float,
+    lambda_ul: float,
+    lambda_ce: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Class unlearning's whole objective, ``lambda_ul L_UL + lambda_ce CE(retain)``, as one
+    autograd node, for batches where no anchor has a same-class reference (class unlearning,
+    Eq. 6) and the retain embeddings are fixed references (``detach_retain``).
+
+    The same value and gradients as normalising the features, slicing them and the logits into
+    the forget and retain rows, :func:`contrastive_unlearning_loss` (its pull-only form) and
+    ``F.cross_entropy`` on the retain rows; on a CPU each of those small kernels and autograd
+    nodes costs a few tens of microseconds after the network's large ones (issue #14: the
+    step's throughput against a cross-entropy step), and this is one node. Checked against
+    that composition and by finite differences (tests/losses/test_contrastive_loss.py).
+
+    Args:
+        features: ``(N, D)`` the representation of the batch ``[X_u; X_r]`` (before the L2
+            normalisation), forget rows first.
+        logits: ``(N, C)`` the classifier's logits of the same rows.
+        retain_labels: ``(N - num_forget,)`` labels of the retain rows.
+        num_forget: ``Nf``, how many of the first rows are forget samples; ``0 < Nf < N``.
+        temperature: ``tau > 0``.
+        lambda_ul: the weight of ``L_UL``.
+        lambda_ce: the weight of the retain cross-entropy.
+
+    Returns:
+        ``(total, unlearning, retain_ce)``: the scalar objective (differentiable with respect
+        to ``features`` and ``logits``), and its two terms, without gradient, for the log.
+
+    Raises:
+        ValueError: shapes that do not match, ``num_forget`` outside ``(0, N)`` or
+            ``temperature <= 0``.
+    """
+    rows = features.shape[0]
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if features.ndim != 2 or logits.ndim != 2 or logits.shape[0] != rows:
+        raise ValueError(
+            "features and logits must be (N, D) and (N, C) with the same N; got "
+            f"{tuple(features.shape)} and {tuple(logits.shape)}"
+        )
+    if not 0 < num_forget < rows or retain_labels.shape != (rows - num_forget,):
+        raise ValueError(
+            f"num_forget must be in (0, {rows}) and retain_labels ({rows} - num_forget,); got "
+            f"num_forget {num_forget} and retain_labels {tuple(retain_labels.shape)}"
+        )
+    total, unlearning, retain_ce = _ClassUnlearningObjective.apply(
+        features, logits, retain_labels, num_forget, temperature, lambda_ul, lambda_ce
+    )
+    return total, unlearning, retain_ce
+
+
+class _ClassUnlearningObjective(torch.autograd.Function):
+    """``lambda_ul L_UL + lambda_ce CE`` of :func:`class_unlearning_objective`. With
+    ``m_i = max(|f_i|, eps)`` (``F.normalize``), ``z_i = f_i / m_i``, ``r`` the mean of the
+    retain rows' ``z`` (a constant: detached) and ``p`` the softmax of the retain logits:
+
+        L_UL = - sum_{i < Nf} z_i . r / (Nf tau)
+        dL/df_i = - lambda_ul (r - [|f_i| > eps] (z_i . r) z_i) / (m_i Nf tau)   (forget rows)
+        dL/dlogits_j = lambda_ce (p_j - onehot(y_j)) / Nr                         (retain rows)
+
+    and zero for the other rows."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        features: Tensor,
+        logits: Tensor,
+        retain_labels: Tensor,
+        num_forget: int,
+        temperature: float,
+        lambda_ul: float,
+        lambda_ce: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        lengths = torch.linalg.vector_norm(features, dim=1, keepdim=True)  # (N, 1)
+        norms = lengths.clamp_min(1e-12)  # F.normalize's eps
+        z = features / norms
+        forget_z = z[:num_forget]
+        retain_mean = z[num_forget:].mean(dim=0)  # (D,)
+        pulls = forget_z @ retain_mean  # (Nf,)
+        unlearning = pulls.sum() * (-1.0 / (num_forget * temperature))
+        log_p = torch.log_softmax(logits[num_forget:], dim=1)  # (Nr, C)
+        retain_ce = F.nll_loss(log_p, retain_labels)
+        total = lambda_ul * unlearning + lambda_ce * retain_ce
+        ctx.save_for_backward(
+            forget_z, norms[:num_forget], lengths[:num_forget], retain_mean, pulls, log_p,
+            retain_labels,
+        )  # fmt: skip
+        ctx.num_forget, ctx.temperature = num_forget, temperature
+        ctx.lambdas = (lambda_ul, lambda_ce)
+        ctx.mark_non_differentiable(unlearning, retain_ce)
+        return total, unlearning, retain_ce
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        forget_z, norms, lengths, retain_mean, pulls, log_p, labels = ctx.saved_tensors
+        num_forget, (lambda_ul, lambda_ce) = ctx.num_forget, ctx.lambdas
+        rows = num_forget + log_p.shape[0]
+        grad_features = grad_logits = None
+        if ctx.needs_input_grad[0]:
+            grad_features = forget_z.new_zeros((rows, forget_z.shape[1]))
+            projection = torch.where(lengths > 1e-12, pulls[:, None], 0.0)  # (Nf, 1)
+            pull = torch.addcmul(retain_mean, projection, forget_z, value=-1) / norms
+            scale = grad * (-lambda_ul / (num_forget * ctx.temperature))
+            grad_features[:num_forget] = pull * scale
+        if ctx.needs_input_grad[1]:
+            grad_logits = log_p.new_zeros((rows, log_p.shape[1]))
+            retain = grad_logits[num_forget:]
+            torch.exp(log_p, out=retain)
+            retain[torch.arange(retain.shape[0], device=retain.device), labels] -= 1
+            retain.mul_(grad * (lambda_ce / retain.shape[0]))
+        return grad_features, grad_logits, None, None, None, None, None
+
+
 def release_contrastive_unlearning_loss(
     forget_z: Tensor,
     forget_y: Tensor,
