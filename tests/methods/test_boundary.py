@@ -19,11 +19,11 @@ from conun.methods.base import UnlearningBatch, UnsupportedScenarioError
 from conun.methods.boundary import (
     BoundaryExpanding,
     BoundaryShrink,
-    final_linear,
     nearest_wrong_labels,
 )
 from conun.models import build_model
 from conun.models.base import Classifier
+from conun.models.heads import final_linear
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
 from digits_runs import batchnorm_statistics, run_keeping_model
@@ -120,7 +120,7 @@ def test_shadow_unit_expands_then_prunes_without_touching_the_head(name: str) ->
     method.prepare(model, fake_task(model, seed=3))
     shadow = method.shadow
     assert shadow is not None and shadow.attached
-    layer = final_linear(model)
+    layer = final_linear(model, purpose="a test reads it")
     # The shadow row: Xavier-normal over the widened (D, C + 1) layer, from the task's generator.
     std = (2.0 / (layer.in_features + 11)) ** 0.5
     draw = torch.randn(1, layer.in_features, generator=torch.Generator().manual_seed(3)) * std
@@ -161,7 +161,7 @@ def test_a_head_without_a_linear_output_layer_is_a_clear_error() -> None:
     model = build_model("small_cnn", num_classes=10, input_shape=(1, 8, 8))
     model.head = nn.Identity()  # type: ignore[assignment]
     with pytest.raises(TypeError, match="no nn.Linear"):
-        final_linear(model)
+        final_linear(model, purpose="a test reads it")
 
 
 @pytest.mark.parametrize("method", ["boundary_shrink", "boundary_expanding"])

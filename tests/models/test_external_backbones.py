@@ -23,10 +23,10 @@ from safetensors.torch import save_file
 from conun.cli import main
 from conun.engine.checkpoint import load_checkpoint
 from conun.evaluation.results import validate_results
-from conun.methods.boundary import final_linear
 from conun.methods.one_shot import output_layer_names
 from conun.models import build_model
 from conun.models.external import MissingExtraError, TimmClassifier
+from conun.models.heads import final_linear
 from conun.models.registry import UnknownModelError, is_model_name
 from conun.models.weights import InitWeightsError, load_init_weights
 
@@ -206,7 +206,7 @@ def test_features_and_logits_follow_the_contract() -> None:
         assert out.logits.shape == (2, 7), name
         assert torch.allclose(model.classify(out.features), out.logits), name
         # The output layer that fisher and boundary_expanding use, found on every source.
-        layer = final_linear(model)
+        layer = final_linear(model, purpose="a test reads it")
         assert layer.out_features == 7, name
         assert {n for n, p in model.named_parameters() if p is layer.weight} <= (
             output_layer_names(model)

@@ -38,8 +38,7 @@ Departures from the authors' code:
   parameters of their widened layer (the C original rows and the shadow row), so the updates are
   the same; but the model the engine evaluates between passes is always the *pruned* one, which
   is what the paper reports, and pruning in :meth:`BoundaryExpanding.finish` is removing the hook.
-  (A shared helper ``conun.models.heads.final_linear(model) -> nn.Linear`` would serve this and
-  any other method that edits the output layer; it lives here for now.)
+  (:func:`conun.models.heads.final_linear` finds that layer.)
 - The presets keep the paper's learning rate and fixed epoch count (``stopping.rule: none``);
   with ``rule: auto`` the engine may stop earlier, after any pass at which the class rule holds.
 
@@ -77,6 +76,7 @@ from conun.methods.base import (
     register_method,
 )
 from conun.models.base import Classifier
+from conun.models.heads import final_linear
 
 PIXEL_LEVELS = 255.0
 """Adversarial images are rounded to the 8-bit grid, as their ``discretize`` does."""
@@ -240,33 +240,6 @@ class BoundaryShrink(LoopMethod):
         return model
 
 
-def final_linear(model: Classifier) -> nn.Linear:
-    """The output layer: the last ``nn.Linear`` inside ``model.head``.
-
-    Raises:
-        TypeError: the model has no ``head`` module with an ``nn.Linear`` in it.
-    """
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Module):
-        raise TypeError(
-            f"{type(model).__name__} has no `head` module; boundary_expanding needs the output "
-            f"layer (wrap the model with conun.models.wrap_model(module, head=...))"
-        )
-    linears = [module for module in head.modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise TypeError(
-            f"the head of {type(model).__name__} ({type(head).__name__}) contains no nn.Linear; "
-            f"boundary_expanding widens the last linear output layer"
-        )
-    layer = linears[-1]
-    if layer.out_features != model.num_classes:
-        raise TypeError(
-            f"the last nn.Linear of the head has {layer.out_features} outputs but the model has "
-            f"{model.num_classes} classes; boundary_expanding needs it to be the output layer"
-        )
-    return layer
-
-
 class ShadowUnit(nn.Module):
     """One extra output unit beside a model's output layer (the paper's shadow class).
 
@@ -352,7 +325,9 @@ class BoundaryExpanding(LoopMethod):
         return self.options.freeze_batchnorm
 
     def prepare(self, model: Classifier, task: UnlearningTask) -> None:
-        self.shadow = ShadowUnit(final_linear(model), generator=task.generator)
+        self.shadow = ShadowUnit(
+            final_linear(model, purpose="boundary_expanding widens it"), generator=task.generator
+        )
 
     def trainable_parameters(self, model: Classifier) -> list[nn.Parameter]:
         # Their optimizer covers the whole widened model: every original parameter and the

@@ -91,3 +91,36 @@ class ProjectionClassifier(Classifier):
         """``(N, 128)`` -> ``(N, C)`` logits."""
         out: Tensor = self.head(features)
         return out
+
+
+def final_linear(model: Classifier, *, purpose: str) -> nn.Linear:
+    """The output layer: the last ``nn.Linear`` inside ``model.head``, ``(D', C)``.
+
+    Args:
+        model: the classifier.
+        purpose: what the caller does with the layer, for the error message (e.g.
+            ``"boundary_expanding widens it"``).
+
+    Raises:
+        TypeError: the model has no ``head`` module, or its last ``nn.Linear`` does not have
+            ``num_classes`` outputs.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise TypeError(
+            f"{type(model).__name__} has no `head` module, and {purpose}: wrap the model with "
+            "conun.models.wrap_model(module, head=...)"
+        )
+    linears = [module for module in head.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise TypeError(
+            f"the head of {type(model).__name__} ({type(head).__name__}) contains no nn.Linear, "
+            f"and {purpose}: it needs a linear output layer"
+        )
+    layer = linears[-1]
+    if layer.out_features != model.num_classes:
+        raise TypeError(
+            f"the last nn.Linear of the head has {layer.out_features} outputs but the model has "
+            f"{model.num_classes} classes, and {purpose}: it needs the output layer"
+        )
+    return layer
