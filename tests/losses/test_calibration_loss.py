@@ -10,6 +10,7 @@ import torch
 from conun.losses import (
     calibration_loss,
     logit_confidence,
+    logit_scale_for_mean_confidence,
     matched_targets,
     neighbour_targets,
     rank_quantiles,
@@ -128,3 +129,33 @@ def test_bad_shapes_are_errors() -> None:
             torch.zeros(2),
             neighbours=0,
         )
+
+
+def test_logit_scale_with_two_classes_is_the_ratio_of_mean_margins() -> None:
+    # Two classes: phi(s z) = s (z_y - z_other) exactly, so the factor that takes the mean phi
+    # to a target is target / mean margin.
+    logits = torch.tensor([[3.0, 1.0], [0.5, 2.5], [4.0, -1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    margins = torch.tensor([2.0, 2.0, 5.0, -1.0])  # mean 2.0
+    assert logit_confidence(logits, labels).tolist() == margins.tolist()
+    for target in (1.0, 3.0, 7.5):
+        scale = logit_scale_for_mean_confidence(logits, labels, target)
+        assert scale == pytest.approx(target / 2.0, rel=1e-12)
+
+
+def test_logit_scale_reaches_the_target_on_many_classes_and_clamps_outside_its_bounds() -> None:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 10, (200,), generator=generator)
+    logits = torch.randn(200, 10, generator=generator)
+    logits[torch.arange(200), labels] += 4.0  # mostly correct: the mean phi rises with s
+    before = float(logit_confidence(logits, labels).mean())
+    target = before + 1.5
+    scale = logit_scale_for_mean_confidence(logits, labels, target)
+    assert scale > 1
+    assert float(logit_confidence(logits.double() * scale, labels).mean()) == pytest.approx(
+        target, abs=1e-9
+    )
+    # Out of reach: the nearest bound.
+    assert logit_scale_for_mean_confidence(logits, labels, 1e6) == 16.0
+    assert logit_scale_for_mean_confidence(logits, labels, -1e6) == 0.0625
+    assert logit_scale_for_mean_confidence(logits, labels, 1e6, bounds=(0.5, 2.0)) == 2.0

@@ -16,14 +16,20 @@ from conun.config import read_yaml
 from conun.data.batching import leading_batch, shuffled_batches
 from conun.engine import unlearning as engine_unlearning
 from conun.engine.stopping import accuracy_band
+from conun.evaluation.accuracy import model_outputs
 from conun.evaluation.results import RunRecord
-from conun.losses import contrastive_unlearning_loss, release_contrastive_unlearning_loss
+from conun.losses import (
+    contrastive_unlearning_loss,
+    logit_confidence,
+    release_contrastive_unlearning_loss,
+)
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model
 from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
+from digits_runs import run_keeping_model
 
 
 def test_class_unlearning_forgets_the_class_and_keeps_the_rest(
@@ -221,6 +227,53 @@ def test_class_steps_take_the_one_node_objective_with_the_general_paths_result(
     assert not ContrastiveUnlearning.for_scenario("sample", {})._one_node_class_objective(5, 9)
     paper = ContrastiveUnlearning.for_scenario("class", {"detach_retain": False})
     assert not paper._one_node_class_objective(5, 9)
+
+
+def test_match_logit_scale_restores_the_originals_held_out_confidence_and_no_prediction(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    # The same seeded sample run with and without the rescaling: identical predictions (every
+    # accuracy), and with it the model's mean phi on the held-out samples it was fitted on is
+    # the original's.
+    _, trained = digits_run
+    spec = ForgetSpec(fraction=0.1)
+    plain_model, plain, _ = run_keeping_model(trained, spec, "contrastive")
+    assert plain.forget_batches is not None and plain.forget_batches > 0
+    scaled_model, scaled, method = run_keeping_model(
+        trained, spec, "contrastive", options={"match_logit_scale": True}
+    )
+    assert isinstance(method, ContrastiveUnlearning) and method.logit_scale is not None
+    assert method.logit_scale != 1.0
+    # results.json says which factor was applied; a run without the option has none.
+    assert scaled.extra["logit_scale"] == method.logit_scale
+    assert "logit_scale" not in plain.extra
+    assert scaled.metrics == plain.metrics
+    assert scaled.forget_batches == plain.forget_batches
+    validation = torch.tensor(trained.meta.validation)
+    images, labels = trained.data.train.images[validation], trained.data.train.labels[validation]
+    logits = {
+        name: model_outputs(model, images).logits
+        for name, model in (
+            ("original", trained.model),
+            ("plain", plain_model),
+            ("scaled", scaled_model),
+        )
+    }
+    # The output layer is scaled: every logit is the plain run's times the factor.
+    torch.testing.assert_close(logits["scaled"], logits["plain"] * method.logit_scale)
+    # Digits' validation split (~180 samples) is the rule's whole held-out pool here (eval_set
+    # validation, eval_size 512), so the factor was fitted on all of it: the mean phi there is
+    # the original's again, where unlearning had moved it.
+    phi = {name: logit_confidence(value, labels).mean().item() for name, value in logits.items()}
+    assert phi["scaled"] == pytest.approx(phi["original"], abs=1e-4)
+    assert abs(phi["plain"] - phi["original"]) > 1e-2
+
+
+def test_match_logit_scale_needs_matched_anchors_and_a_linear_output_layer() -> None:
+    with pytest.raises(ValueError, match="match_logit_scale=true needs options.match_held_out"):
+        ContrastiveUnlearning.for_scenario(
+            "sample", {"match_held_out": False, "match_logit_scale": True}
+        )
 
 
 def test_unknown_options_and_scenarios_are_errors() -> None:

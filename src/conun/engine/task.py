@@ -204,3 +204,8 @@ class LoopHooks(Protocol):
     def finish(self, model: Classifier) -> Classifier:
         """Once after the last step, inside the timed region; returns the final model."""
         ...
+
+    def outcome_extra(self) -> dict[str, Any]:
+        """JSON-serialisable facts of the finished run for the record's ``extra``, read after
+        :meth:`finish`."""
+        ...

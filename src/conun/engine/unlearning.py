@@ -361,5 +361,6 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
             "check_seconds": monitor.check_seconds,
             "stopped_by": stopped_by,
             "pass_over": method.pass_over,
+            **method.outcome_extra(),
         },
     )

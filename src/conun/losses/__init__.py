@@ -3,6 +3,7 @@
 from conun.losses.calibration import (
     calibration_loss,
     logit_confidence,
+    logit_scale_for_mean_confidence,
     matched_targets,
     neighbour_targets,
     rank_quantiles,
@@ -20,6 +21,7 @@ __all__ = [
     "class_unlearning_objective",
     "contrastive_unlearning_loss",
     "logit_confidence",
+    "logit_scale_for_mean_confidence",
     "matched_targets",
     "neighbour_targets",
     "rank_quantiles",

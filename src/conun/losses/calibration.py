@@ -191,9 +191,46 @@ def calibration_loss(scores: Tensor, targets: Tensor) -> Tensor:
     return torch.relu(scores - targets.detach()).mean()
 
 
+def logit_scale_for_mean_confidence(
+    logits: Tensor, labels: Tensor, target: float, *, bounds: tuple[float, float] = (0.0625, 16.0)
+) -> float:
+    """The factor ``s`` for which the mean logit-scaled confidence of ``s * logits`` is
+    ``target`` (bisection in float64; the mean rises with ``s`` wherever most samples are
+    classified correctly), clamped to ``bounds`` when no factor inside them reaches it.
+
+    Args:
+        logits: ``(M, C)`` a model's logits on held-out samples, ``C >= 2``.
+        labels: ``(M,)`` their labels.
+        target: the mean :func:`logit_confidence` to reach (e.g. another model's on the same
+            samples).
+        bounds: the smallest and largest factor allowed.
+
+    Returns:
+        ``s`` in ``bounds``.
+    """
+    z = logits.detach().double()
+
+    def mean_confidence(scale: float) -> float:
+        return float(logit_confidence(z * scale, labels).mean())
+
+    low, high = bounds
+    if mean_confidence(low) >= target:
+        return low
+    if mean_confidence(high) <= target:
+        return high
+    for _ in range(50):  # an interval of 16 / 2^50: exact to float precision
+        middle = (low + high) / 2
+        if mean_confidence(middle) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
 __all__ = [
     "calibration_loss",
     "logit_confidence",
+    "logit_scale_for_mean_confidence",
     "matched_targets",
     "neighbour_targets",
     "rank_quantiles",

@@ -290,6 +290,11 @@ class LoopMethod(UnlearningMethod):
         (e.g. boundary_expanding prunes its extra output here). Default: ``model`` unchanged."""
         return model
 
+    def outcome_extra(self) -> dict[str, Any]:
+        """JSON-serialisable facts of the finished run the record keeps beside the engine's
+        (``extra`` of results.json), read after :meth:`finish`. Default: none."""
+        return {}
+
     def loss(self, model: Classifier, batch: UnlearningBatch) -> LossTerms:
         """The objective of one step (minimised)."""
         raise NotImplementedError

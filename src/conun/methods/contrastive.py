@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import Tensor
 
 from conun.config import ConfigError, OptimizerConfig, StoppingConfig, StrictModel
+from conun.data.arrays import ArrayDataset
 from conun.data.splits import Scenario
 from conun.distributed.group import context, gather_with_grad
 from conun.engine.stopping import held_out_candidates
@@ -31,6 +32,7 @@ from conun.losses import (
     class_unlearning_objective,
     contrastive_unlearning_loss,
     logit_confidence,
+    logit_scale_for_mean_confidence,
     neighbour_targets,
     rank_quantiles,
     release_contrastive_unlearning_loss,
@@ -46,6 +48,7 @@ from conun.methods.base import (
     register_method,
 )
 from conun.models.base import Classifier
+from conun.models.heads import final_linear
 
 
 class ContrastiveOptions(StrictModel):
@@ -90,6 +93,15 @@ class ContrastiveOptions(StrictModel):
     of ``max(0, phi_i - target_i)``, which lowers each still-active sample's confidence to its
     matched target with a gradient that does not vanish on confident samples. 0: the
     contrastive term alone moves them."""
+    match_logit_scale: bool = False
+    """With ``match_held_out``: after the last step, rescale the output layer (weights and bias
+    times one factor ``s > 0``) so that the model's mean ``phi`` on held-out samples of the
+    stopping rule's pool (up to ``stopping.eval_size`` of them) equals the original's. Unlearning
+    steps shrink the logit scale of the whole model (unseen data's ``phi`` falls with the forget
+    set's), where a retrained model keeps the original's; a per-example attack that compares the
+    model with retrained ones (U-LiRA) reads that shift on every sample. Predictions, hence every
+    accuracy, are unchanged (the same argmax); needs a linear output layer
+    (:func:`conun.models.heads.final_linear`)."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
@@ -219,6 +231,11 @@ class ContrastiveUnlearning(LoopMethod):
             )
         if method.settings.match_held_out and scenario != "sample":
             raise ConfigError("options.match_held_out applies to the sample scenario only")
+        if method.settings.match_logit_scale and not method.settings.match_held_out:
+            raise ConfigError(
+                "options.match_logit_scale=true needs options.match_held_out=true (the scale is "
+                "fitted on the held-out samples the original was evaluated on)"
+            )
         if method.settings.lambda_calibration > 0 and not method.settings.match_held_out:
             raise ConfigError(
                 "options.lambda_calibration > 0 needs options.match_held_out=true (the "
@@ -242,6 +259,11 @@ class ContrastiveUnlearning(LoopMethod):
         self._quantiles_of: Tensor | None = None
         # The original's logits on the reference samples (the rule's first check reads them).
         self._held_out_logits: HeldOutLogits | None = None
+        # match_logit_scale: the held-out images ``(M', C_in, H, W)``, their labels ``(M',)``
+        # and the original's mean phi on them; the factor applied by finish().
+        self._scale_reference: tuple[Tensor, Tensor, float] | None = None
+        self.logit_scale: float | None = None
+        self._eval = (256, False)  # eval batch size and channels_last, from the run's config
 
     def held_out_logits(self) -> HeldOutLogits | None:
         return self._held_out_logits
@@ -250,24 +272,31 @@ class ContrastiveUnlearning(LoopMethod):
         self.reference_scores = None
         self.sample_targets = None
         self._held_out_logits = None
+        self._scale_reference = None
+        self.logit_scale = None
         if not self.settings.match_held_out:
             return
+        if self.settings.match_logit_scale:
+            final_linear(model, purpose="options.match_logit_scale rescales it")  # fail early
         # The stopping rule draws its held-out subset from the same samples: its first check
         # reads the logits computed here (held_out_logits).
         pool, keep = held_out_candidates(task.data, task.split, task.config.stopping)
         batch_size, channels_last = task.config.eval_batch_size, task.config.channels_last
+        self._eval = (batch_size, channels_last)
         if self.settings.match_by == "batch_rank":
             logits = gathered_logits(
                 model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
             )
             self.reference_scores = logit_confidence(logits.float(), pool.labels[keep])
             self._held_out_logits = HeldOutLogits(keep, logits)
+            self._keep_scale_reference(pool, keep, task.config.stopping.eval_size)
             return
         reference = model_outputs(
             model, pool.images[keep], batch_size=batch_size, channels_last=channels_last
         )
         self.reference_scores = logit_confidence(reference.logits, pool.labels[keep])
         self._held_out_logits = HeldOutLogits(keep, reference.logits)
+        self._keep_scale_reference(pool, keep, task.config.stopping.eval_size)
         forget = task.split.forget
         forget_features = model_outputs(
             model,
@@ -285,6 +314,38 @@ class ContrastiveUnlearning(LoopMethod):
             neighbours=self.settings.neighbours,
         )
         self.sample_targets = targets.to(next(model.parameters()).device)
+
+    def _keep_scale_reference(self, pool: ArrayDataset, keep: Tensor, size: int) -> None:
+        """``match_logit_scale``: the held-out samples the scale is fitted on and the original's
+        mean phi on them (the candidates ``keep`` are a seeded random draw: their first ``size``
+        are a random subset)."""
+        if not self.settings.match_logit_scale or self.reference_scores is None:
+            return
+        fit = keep[:size]
+        target = float(self.reference_scores[: len(fit)].mean())
+        self._scale_reference = (pool.images[fit], pool.labels[fit], target)
+
+    def finish(self, model: Classifier) -> Classifier:
+        """``match_logit_scale``: rescale the output layer to the original's held-out mean phi."""
+        if self._scale_reference is None:
+            return model
+        images, labels, target = self._scale_reference
+        batch_size, channels_last = self._eval
+        logits = model_outputs(
+            model, images, batch_size=batch_size, channels_last=channels_last
+        ).logits
+        self.logit_scale = logit_scale_for_mean_confidence(logits, labels.to(logits.device), target)
+        layer = final_linear(model, purpose="options.match_logit_scale rescales it")
+        with torch.no_grad():
+            layer.weight.mul_(self.logit_scale)
+            if layer.bias is not None:
+                layer.bias.mul_(self.logit_scale)
+        self._scale_reference = None
+        return model
+
+    def outcome_extra(self) -> dict[str, Any]:
+        """``logit_scale``: the factor ``match_logit_scale`` applied to the output layer."""
+        return {} if self.logit_scale is None else {"logit_scale": self.logit_scale}
 
     def matched_anchors(
         self, forget_logits: Tensor, forget_y: Tensor, forget_indices: Tensor | None = None
