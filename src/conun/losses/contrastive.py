@@ -235,9 +235,11 @@ class _ClassUnlearningObjective(torch.autograd.Function):
         dL/df_i = - lambda_ul (r - [|f_i| > eps] (z_i . r) z_i) / (m_i Nf tau)   (forget rows)
         dL/dlogits_j = lambda_ce (p_j - onehot(y_j)) / Nr                         (retain rows)
 
-    and zero for the other rows."""
+    and zero for the other rows. Under CUDA autocast the inputs are cast to float32 and the
+    node computes in float32 (``custom_fwd``), so that its hand-written backward sees one dtype."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # type: ignore[untyped-decorator]
     def forward(
         ctx: Any,
         features: Tensor,
@@ -268,6 +270,7 @@ class _ClassUnlearningObjective(torch.autograd.Function):
         return total, unlearning, retain_ce
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")  # type: ignore[untyped-decorator]
     def backward(ctx: Any, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
         forget_z, norms, lengths, retain_mean, pulls, log_p, labels = ctx.saved_tensors
         num_forget, (lambda_ul, lambda_ce) = ctx.num_forget, ctx.lambdas

@@ -98,10 +98,12 @@ class ContrastiveOptions(StrictModel):
     times one factor ``s > 0``) so that the model's mean ``phi`` on held-out samples of the
     stopping rule's pool (up to ``stopping.eval_size`` of them) equals the original's. Unlearning
     steps shrink the logit scale of the whole model (unseen data's ``phi`` falls with the forget
-    set's), where a retrained model keeps the original's; a per-example attack that compares the
-    model with retrained ones (U-LiRA) reads that shift on every sample. Predictions, hence every
-    accuracy, are unchanged (the same argmax); needs a linear output layer
-    (:func:`conun.models.heads.final_linear`)."""
+    set's), where a retrained model keeps the original's: anyone who compares the model's
+    confidence with the original's or a retrained model's can tell that it was unlearned.
+    Predictions, hence every accuracy, are unchanged (the same argmax); needs a linear output
+    layer (:func:`conun.models.heads.final_linear`). It does not lower conun's U-LiRA, whose
+    never-seen shadows unlearned other samples and carry the same shrink
+    (experiments/results/sample-unlearning-ulira-scale)."""
     detach_retain: bool = False
     """Treat the retain embeddings as fixed references in ``L_UL`` (no gradient through them).
     The paper lets ``L_UL`` move both sides; conun's scenario defaults detach (see below). The
