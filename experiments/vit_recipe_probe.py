@@ -28,6 +28,7 @@ from conun.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from conun.evaluation.accuracy import accuracy
 from conun.reproducibility import versions
 from conun.workflows.inputs import load_training_data, recipe_of, validation_of
+from vit_sample_lr_study import write_report
 
 #: The bench preset's model arguments (src/conun/configs/bench/vit-fashion-mnist.yaml).
 MODEL_ARGS = {"depth": 4, "embed_dim": 128, "num_heads": 2}
@@ -131,11 +132,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_report(text, rows, args.out)
 
 
 if __name__ == "__main__":
