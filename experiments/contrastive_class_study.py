@@ -132,6 +132,31 @@ for _omega, _retain, _lr, _shape, _ce in [
         "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
         "lr_schedule": _shape,
     }
+# Issue #14, fourth round: the shipped setting with the first convolution block(s) frozen
+# (options.frozen_modules): no gradient through them, so each step skips their backward pass.
+for _blocks, _omega in [(1, 4), (2, 4), (3, 4), (2, 3)]:
+    SETTINGS[
+        f"lambda_ul 1, lambda_ce 4, frozen blocks 1-{_blocks}"
+        + ("" if _omega == 4 else f", omega {_omega}")
+    ] = {
+        "options": {
+            "lambda_ul": 1.0,
+            "lambda_ce": 4.0,
+            "omega": _omega,
+            "frozen_modules": [f"encoder.{block}" for block in range(_blocks)],
+        },
+    }
+# ... and the whole convolutional encoder frozen (only the 1024 -> 128 feature layer and the
+# head move), with a stronger push or a larger learning rate to take the last of the class.
+for _lambda_ul, _lr in [(2.0, 1e-3), (1.0, 2e-3)]:
+    SETTINGS[f"frozen blocks 1-3, lambda_ul {_lambda_ul:g}, lambda_ce 4, lr {_lr:g}"] = {
+        "options": {
+            "lambda_ul": _lambda_ul,
+            "lambda_ce": 4.0,
+            "frozen_modules": ["encoder.0", "encoder.1", "encoder.2"],
+        },
+        "optimizer": {"name": "sgd", "lr": _lr, "momentum": 0.9, "weight_decay": 0.0},
+    }
 CLASSES = (0, 5)
 
 

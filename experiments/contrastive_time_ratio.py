@@ -68,6 +68,7 @@ def main() -> None:
                     method_name,
                     spec.scenario,
                     dataset="fashion-mnist",
+                    model=train_config.model,
                     layers=[("--seed", {"seed": seed})],
                 ).config
                 _, record = run_method(

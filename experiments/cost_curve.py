@@ -225,11 +225,16 @@ def plan(
     return points, recipes
 
 
-def unlearn_configs(args: argparse.Namespace) -> dict[tuple[str, str], UnlearnConfig]:
-    """What ``conun unlearn --method M --seed S`` resolves, per method and scenario."""
+def unlearn_configs(args: argparse.Namespace, model: str) -> dict[tuple[str, str], UnlearnConfig]:
+    """What ``conun unlearn --method M --seed S`` resolves, per method and scenario, on a
+    checkpoint of ``model``."""
     return {
         (method, scenario): resolve_unlearn_config(
-            method, scenario, dataset=args.dataset, layers=[("--seed", {"seed": args.seed})]
+            method,
+            scenario,
+            dataset=args.dataset,
+            model=model,
+            layers=[("--seed", {"seed": args.seed})],
         ).config
         for method in [REFERENCE, *args.methods]
         for scenario in ("class", "sample")
@@ -561,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     recipe = full_recipe(args)
     points, recipes = plan(args, recipe)
-    configs = unlearn_configs(args)
+    configs = unlearn_configs(args, recipe.model)
     setup = {
         "dataset": args.dataset,
         "seed": args.seed,

@@ -80,6 +80,7 @@ def main() -> None:
                 "contrastive",
                 spec.scenario,
                 dataset="fashion-mnist",
+                model=train_config.model,
                 layers=[("--seed", {"seed": seed})],
             ).config
             results = unlearn_checkpoint(

@@ -266,6 +266,7 @@ def references(
             method,
             split.scenario,
             dataset=args.dataset,
+            model=recipe.model,
             layers=[("--seed", {"seed": args.seed})],
             overrides=args.overrides if method == METHOD else (),
         ).config

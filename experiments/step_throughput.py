@@ -12,6 +12,14 @@ with its median over rounds (issue #14: contrastive >= 95% of cross-entropy).
 sample of one class, absent from the retain batch); ``sample`` (default) the sample default's
 on random labels.
 
+``--frozen encoder.0 encoder.1 encoder.2`` freezes those modules (``options.frozen_modules``: no
+gradient, eval mode) for both steps (a like-for-like ratio), or with ``--frozen-steps
+contrastive`` for the contrastive step only (the ratio is then the shipped class step's speed
+against a cross-entropy step that trains every layer, as retraining's do):
+
+    python experiments/step_throughput.py --scenario class --forget 64 --retain 64 \
+        --frozen encoder.0 encoder.1 encoder.2 --frozen-steps contrastive
+
 Writes a JSON record with the machine, settings and numbers when --out is given.
 """
 
@@ -28,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from conun.distributed.device import prepare_model, to_device
+from conun.engine.training import FrozenModules
 from conun.methods.base import UnlearningBatch
 from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models import build_model
@@ -68,6 +77,15 @@ def main() -> None:
         default=False,
         help="torch.compile the model's forward passes (both steps)",
     )
+    parser.add_argument(
+        "--frozen", nargs="+", default=[], help="module names to freeze (model.named_modules())"
+    )
+    parser.add_argument(
+        "--frozen-steps",
+        choices=("both", "contrastive"),
+        default="both",
+        help="which steps --frozen applies to",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.matched is None:
@@ -97,17 +115,33 @@ def main() -> None:
         images[: args.forget], labels[: args.forget], images[args.forget :], labels[args.forget :]
     )
 
+    modules = dict(model.named_modules())
+    frozen = FrozenModules()
+
+    def freeze(step: str) -> None:
+        if args.frozen and args.frozen_steps in ("both", step):
+            frozen.freeze([modules[name] for name in args.frozen])
+            frozen.set_eval()
+
+    def unfreeze() -> None:
+        frozen.restore()
+        model.train()
+
     def cross_entropy_step() -> None:
+        freeze("cross_entropy")
         loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        unfreeze()
 
     def contrastive_step() -> None:
+        freeze("contrastive")
         loss = method.loss(model, batch).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        unfreeze()
 
     def seconds(step) -> float:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
@@ -137,7 +171,12 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()
-            if k != "out" and v is not None
+            if k != "out" and v is not None and k not in ("frozen", "frozen_steps")
+        )
+        + (
+            f" --frozen {' '.join(args.frozen)} --frozen-steps {args.frozen_steps}"
+            if args.frozen
+            else ""
         ),
         "machine": {
             "processor": platform.processor() or platform.machine(),

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conun.config import TrainConfig
+from conun.engine.training import FrozenModules
 from conun.evaluation.results import validate_results
 from conun.workflows.training import TrainedModel, train_original
 
@@ -83,3 +84,27 @@ def test_a_set_of_k_batches_plus_one_sample_trains(
         model, data.train.subset(torch.arange(65)), config, generator=torch.Generator(), quiet=True
     )
     assert len(outcome.epochs) == 1 and math.isfinite(outcome.epochs[0]["loss"])
+
+
+def test_frozen_modules_lose_their_gradients_stay_in_eval_mode_and_come_back() -> None:
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(36, 2))
+    model[0].bias.requires_grad_(False)  # a caller's own choice, which restore() keeps
+    frozen = FrozenModules()
+    frozen.freeze([model[0], model[1], model[0]])  # repeated modules count once
+    assert not any(p.requires_grad for p in [*model[0].parameters(), *model[1].parameters()])
+    assert frozen.excludes(list(model.parameters())) == list(model[3].parameters())
+    model.train()
+    frozen.set_eval()
+    assert not model[1].training and model[3].training
+    running_mean = model[1].running_mean.clone()
+    loss = model(torch.randn(3, 1, 5, 5)).sum()
+    loss.backward()
+    # No gradient reaches the frozen modules and BatchNorm kept its statistics.
+    assert model[0].weight.grad is None and model[1].weight.grad is None
+    assert model[3].weight.grad is not None
+    assert torch.equal(model[1].running_mean, running_mean)
+    frozen.restore()
+    assert model[0].weight.requires_grad and model[1].weight.requires_grad
+    assert not model[0].bias.requires_grad
+    assert frozen.excludes(list(model.parameters())) == list(model.parameters())

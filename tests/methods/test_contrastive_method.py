@@ -511,3 +511,41 @@ def test_paper_and_release_presets_validate_and_say_what_they_are(scenario: str)
     # The release's cadence: after each epoch, on the whole sets, at most 1 / 30 epochs.
     assert release.stopping.eval_size >= 73_257  # SVHN's training set, the largest
     assert release.stopping.max_passes == (1 if scenario == "class" else 30)
+
+
+def test_frozen_modules_are_left_exactly_as_they_were_and_the_class_is_still_forgotten(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    # small_cnn's first two convolution blocks frozen: their weights and BatchNorm running
+    # statistics come out bit for bit the original's, the rest of the network moves, the class
+    # is forgotten, and every parameter of the returned model is trainable again.
+    _, trained = digits_run
+    frozen = ["encoder.0", "encoder.1"]
+    model, record, _ = run_keeping_model(
+        trained, ForgetSpec(classes=(5,)), "contrastive", options={"frozen_modules": frozen}
+    )
+    assert record.extra["stopped_by"] == "rule" and record.metrics["forget_train_acc"] <= 0.1
+    before, after = trained.model.state_dict(), model.state_dict()
+    frozen_keys = [key for key in before if key.startswith(("encoder.0.", "encoder.1."))]
+    # conv weight, BN weight/bias/running mean/var/count for each of the two blocks
+    assert len(frozen_keys) == 12
+    for key in frozen_keys:
+        assert torch.equal(before[key], after[key]), key
+    for key in ("encoder.2.0.weight", "encoder.5.weight", "head.weight"):
+        assert not torch.equal(before[key], after[key]), key
+    assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_unknown_frozen_modules_are_named_with_the_models_modules(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    with pytest.raises(
+        ValueError, match=r"options.frozen_modules: \['encoder.9'\] not in the model.*'encoder.0'"
+    ):
+        run_keeping_model(
+            trained,
+            ForgetSpec(classes=(5,)),
+            "contrastive",
+            options={"frozen_modules": ["encoder.0", "encoder.9"]},
+        )

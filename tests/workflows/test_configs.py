@@ -46,6 +46,34 @@ def test_defaults_then_dataset_layer_with_their_sources() -> None:
     assert set(sources) == set(leaves(config.model_dump(mode="json")))
 
 
+def test_the_model_layer_applies_after_the_dataset_layer_for_its_model_only() -> None:
+    resolved = resolve_unlearn_config(
+        "contrastive", "class", dataset="fashion-mnist", model="small_cnn"
+    )
+    config, sources = resolved.config, resolved.sources
+    model_layer = "model layer fashion-mnist/small_cnn/contrastive-class.yaml"
+    # small_cnn's convolution blocks frozen at lr 2e-3; the dataset layer's weights stay.
+    assert config.options["frozen_modules"] == ["encoder.0", "encoder.1", "encoder.2"]
+    assert config.optimizer.lr == 2e-3 and config.optimizer.momentum == 0.9
+    assert sources["options.frozen_modules"] == sources["optimizer.lr"] == model_layer
+    assert sources["optimizer.momentum"] == "default (contrastive, class)"
+    assert sources["options.lambda_ce"] == "dataset layer fashion-mnist/contrastive-class.yaml"
+    assert "dataset fashion-mnist, model small_cnn" in resolved.to_yaml_with_sources()
+    # Another model, a source-prefixed one, no model, the sample scenario, or no dataset: the
+    # layer does not apply (its module names are small_cnn's).
+    for dataset, model, scenario in [
+        ("fashion-mnist", "resnet18", "class"),
+        ("fashion-mnist", "timm:vit_tiny_patch16_224", "class"),
+        ("fashion-mnist", "hf:../fashion-mnist/small_cnn", "class"),
+        ("fashion-mnist", None, "class"),
+        ("fashion-mnist", "small_cnn", "sample"),
+        (None, "small_cnn", "class"),
+    ]:
+        other = resolve_unlearn_config("contrastive", scenario, dataset=dataset, model=model)
+        assert other.config.options["frozen_modules"] == [], (dataset, model, scenario)
+        assert model_layer not in other.sources.values()
+
+
 @pytest.mark.parametrize(
     ("method", "scenario", "dataset", "expected"),
     [

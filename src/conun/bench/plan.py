@@ -236,6 +236,7 @@ def plan_bench(preset: BenchPreset, seeds: Sequence[int] | None = None) -> Bench
                         name,
                         request.scenario,
                         dataset=preset.dataset,
+                        model=train_configs[seed].model,
                         layers=[
                             (f"bench preset {preset.name}: unlearn", preset.unlearn),
                             (

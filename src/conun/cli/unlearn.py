@@ -73,13 +73,15 @@ def unlearn(
     spec = required_forget_spec(forget_classes, forget_samples, forget_fraction, forget_ids)
     user = read_yaml(config_file) if config_file else {}
     chosen = str(method or user.get("method") or "contrastive")
-    # The checkpoint's metadata names its dataset (whose config layer applies); no data is read.
-    dataset = read_checkpoint_meta(checkpoint).dataset
+    # The checkpoint's metadata names its dataset and model (whose config layers apply); no data
+    # is read.
+    meta = read_checkpoint_meta(checkpoint)
     # One resolution for printing and running: what --print-config shows is what runs.
     resolved = resolve_unlearn_config(
         chosen,
         spec.scenario,
-        dataset=dataset,
+        dataset=meta.dataset,
+        model=meta.model,
         layers=[
             (f"--config {config_file}", user),
             ("--method", {"method": method} if method is not None else None),

@@ -163,6 +163,10 @@ class LoopHooks(Protocol):
         """Keep BatchNorm running statistics fixed during unlearning."""
         ...
 
+    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module]:
+        """After :meth:`prepare`: submodules left as they are (no gradient, eval mode)."""
+        ...
+
     def forget_order(self) -> Literal["shuffled", "fixed"]:
         """``shuffled``: a fresh random batch order each pass; ``fixed``: index order."""
         ...

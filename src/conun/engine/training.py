@@ -294,6 +294,48 @@ def set_batchnorm_eval(model: nn.Module) -> None:
             module.eval()
 
 
+class FrozenModules:
+    """Submodules a run leaves as they are: their parameters stop requiring gradients (autograd
+    then skips their backward pass entirely when they come first in the network) and they stay
+    in eval mode (BatchNorm normalises with, and keeps, its running statistics).
+
+    :meth:`restore` puts every parameter's ``requires_grad`` back as it was, whether the run
+    finished or failed, so that a model handed in by a caller comes back trainable.
+    """
+
+    def __init__(self) -> None:
+        self.modules: list[nn.Module] = []
+        self._saved: list[tuple[nn.Parameter, bool]] = []
+
+    def freeze(self, modules: list[nn.Module]) -> None:
+        """Freeze ``modules`` (nested or repeated ones count once)."""
+        self.modules = list(modules)
+        seen: set[int] = set()
+        for module in self.modules:
+            for parameter in module.parameters():
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    self._saved.append((parameter, parameter.requires_grad))
+                    parameter.requires_grad_(False)
+
+    def excludes(self, parameters: list[nn.Parameter]) -> list[nn.Parameter]:
+        """``parameters`` without the frozen ones (what the optimizer may update)."""
+        frozen = {id(parameter) for parameter, _ in self._saved}
+        return [parameter for parameter in parameters if id(parameter) not in frozen]
+
+    def set_eval(self) -> None:
+        """Put the frozen modules in eval mode (after ``model.train()``)."""
+        for module in self.modules:
+            module.eval()
+
+    def restore(self) -> None:
+        """Give every frozen parameter its ``requires_grad`` back."""
+        for parameter, requires_grad in self._saved:
+            parameter.requires_grad_(requires_grad)
+        self._saved = []
+        self.modules = []
+
+
 def _split_order(order: Tensor, sizes: Tensor) -> list[Tensor]:
     """Undo ``torch.cat`` of an epoch's batches: ``(N,)`` indices and ``(B,)`` sizes."""
     return list(torch.split(order, sizes.tolist()))

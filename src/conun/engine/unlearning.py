@@ -36,7 +36,7 @@ from conun.engine.monitor import (
     split_order,
 )
 from conun.engine.task import LoopHooks, MethodOutcome, UnlearningBatch, UnlearningTask
-from conun.engine.training import make_optimizer, set_batchnorm_eval, take_step
+from conun.engine.training import FrozenModules, make_optimizer, set_batchnorm_eval, take_step
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         The unlearned model (``task.model``, modified in place), the wall-clock time, the number
         of forget batches and passes, and the history of forget-set accuracy.
     """
+    frozen = FrozenModules()
+    try:
+        return _run_loop(method, task, frozen)
+    finally:
+        frozen.restore()  # method.frozen_modules() come back trainable, even after a failure
+
+
+def _run_loop(method: LoopHooks, task: UnlearningTask, frozen: FrozenModules) -> MethodOutcome:
+    """:func:`run_unlearning_loop`, with ``method.frozen_modules()`` frozen into ``frozen``."""
     config, split = task.config, task.split
     device = torch.device(config.device)
     model = task.model
@@ -132,11 +141,13 @@ def run_unlearning_loop(method: LoopHooks, task: UnlearningTask) -> MethodOutcom
         model.train()
         if method.freeze_batchnorm():
             set_batchnorm_eval(model)
+        frozen.set_eval()
 
     clock.start()
     method.prepare(model, task)  # timed: masks and teachers are part of the method's cost
     # Fixed once prepare() has run: built once, not on each of the run's steps.
-    trainable = method.trainable_parameters(model)
+    frozen.freeze(method.frozen_modules(model))
+    trainable = frozen.excludes(method.trainable_parameters(model))
     optimizer = make_optimizer(trainable, config.optimizer)
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None

@@ -60,12 +60,14 @@ class ResolvedConfig:
             optimizer.lr=0.01``.
         scenario: the scenario the config was resolved for.
         dataset: the dataset whose layer was looked up (None: none was).
+        model: the model whose layer (under the dataset's) was looked up (None: none was).
     """
 
     config: UnlearnConfig
     sources: dict[str, str]
     scenario: Scenario
     dataset: str | None
+    model: str | None = None
 
     def to_yaml_with_sources(self) -> str:
         """The resolved config as YAML, each value followed by ``# from: <source>``.
@@ -75,6 +77,8 @@ class ResolvedConfig:
         the method, scenario and dataset.
         """
         dataset = f", dataset {self.dataset}" if self.dataset else ", no dataset layer"
+        if self.dataset and self.model:
+            dataset += f", model {self.model}"
         header = (
             f"# conun unlearn config: method {self.config.method}, "
             f"{self.scenario} scenario{dataset}"
@@ -89,12 +93,19 @@ class ResolvedConfig:
         return "\n".join([header, *rendered]) + "\n"
 
 
-def dataset_layer_path(method: str, scenario: str, dataset: str) -> str | None:
+def dataset_layer_path(
+    method: str, scenario: str, dataset: str, model: str | None = None
+) -> str | None:
     """The shipped dataset layer of ``method`` on ``scenario``, as a path relative to
-    ``configs/unlearn/`` (``fashion-mnist/contrastive-class.yaml``), or None if there is none."""
-    if preset_path(f"unlearn/{dataset}", f"{method}-{scenario}") is None:
+    ``configs/unlearn/`` (``fashion-mnist/contrastive-class.yaml``), or None if there is none.
+    With ``model``: the dataset-and-model layer (``fashion-mnist/small_cnn/contrastive-class.yaml``,
+    settings that name the model's modules or were chosen for that architecture only)."""
+    if model is not None and not model.replace("_", "").replace("-", "").isalnum():
+        return None  # a source-prefixed model (timm:..., hf:<dir>) has no shipped layer
+    folder = f"{dataset}/{model}" if model is not None else dataset
+    if preset_path(f"unlearn/{folder}", f"{method}-{scenario}") is None:
         return None
-    return f"{dataset}/{method}-{scenario}.yaml"
+    return f"{folder}/{method}-{scenario}.yaml"
 
 
 def resolve_unlearn_config(
@@ -102,6 +113,7 @@ def resolve_unlearn_config(
     scenario: str,
     *,
     dataset: str | None,
+    model: str | None = None,
     layers: Sequence[tuple[str, Mapping[str, Any] | None]] = (),
     overrides: Sequence[str] = (),
 ) -> ResolvedConfig:
@@ -113,6 +125,10 @@ def resolve_unlearn_config(
         scenario: ``class`` or ``sample``.
         dataset: the dataset whose layer ``configs/unlearn/<dataset>/<method>-<scenario>.yaml``
             applies, where there is one; None: no dataset layer.
+        model: the registry name of the model to be unlearned (a checkpoint's ``meta.model``):
+            with ``dataset``, the layer
+            ``configs/unlearn/<dataset>/<model>/<method>-<scenario>.yaml`` applies after the
+            dataset layer, where there is one. None: no model layer.
         layers: ``(label, mapping)`` pairs applied in order after the dataset layer; the label
             is the source recorded for the values a layer sets (``--config user.yaml``,
             ``--seed``). None mappings are skipped.
@@ -139,11 +155,14 @@ def resolve_unlearn_config(
         (f"default ({method}, {scenario})", method_class.defaults(chosen)),
     ]
     if dataset is not None:
-        relative = dataset_layer_path(method, scenario, dataset)
-        if relative is not None:
-            path = preset_path(f"unlearn/{dataset}", f"{method}-{scenario}")
-            assert path is not None
-            stack.append((f"dataset layer {relative}", read_yaml(path)))
+        for kind, folder in (("dataset", None), ("model", model)):
+            if kind == "model" and folder is None:
+                continue
+            relative = dataset_layer_path(method, scenario, dataset, folder)
+            if relative is not None:
+                path = preset_path(f"unlearn/{relative.rpartition('/')[0]}", f"{method}-{scenario}")
+                assert path is not None
+                stack.append((f"{kind} layer {relative}", read_yaml(path)))
     stack.extend((label, layer) for label, layer in layers if layer is not None)
     stack.extend((f"--set {override}", _override_layer(override)) for override in overrides)
 
@@ -182,6 +201,7 @@ def resolve_unlearn_config(
         sources={key: sources.get(key, BUILT_IN) for key in final},
         scenario=chosen,
         dataset=dataset,
+        model=model if dataset is not None else None,
     )
 
 

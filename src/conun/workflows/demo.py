@@ -67,7 +67,11 @@ def run_demo(
         )
         for name in ("original", "retrain", "contrastive"):
             unlearn_config = resolve_unlearn_config(
-                name, split.scenario, dataset=dataset, layers=[("--seed", {"seed": seed})]
+                name,
+                split.scenario,
+                dataset=dataset,
+                model=train_config.model,
+                layers=[("--seed", {"seed": seed})],
             ).config
             _, record = run_method(
                 unlearn_config,

@@ -335,12 +335,14 @@ class Ledger:
                 )
                 if group
             ]
-            dataset = self._facts(connection)["dataset"]
+            facts = self._facts(connection)
+            dataset, model = facts["dataset"], facts["model"]
             configs = [  # every config resolves before any data is loaded
                 resolve_unlearn_config(
                     chosen,
                     scenario_of(group),
                     dataset=dataset,
+                    model=model,
                     layers=[*layers, ("method", {"method": chosen})],
                     overrides=overrides,
                 ).config
@@ -349,7 +351,9 @@ class Ledger:
             # Every version keeps the classes forgotten so far forgotten (ledger_reforget).
             any_class = any(r.kind == "class" for r in list_requests(connection, status="applied"))
             reforget = (
-                reforget_config(chosen, dataset=dataset, layers=layers, overrides=overrides)
+                reforget_config(
+                    chosen, dataset=dataset, model=model, layers=layers, overrides=overrides
+                )
                 if groups and (any_class or groups[0][0].kind == "class")
                 else None
             )

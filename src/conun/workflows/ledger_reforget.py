@@ -65,11 +65,13 @@ def reforget_config(
     method: str,
     *,
     dataset: str,
+    model: str | None = None,
     layers: Sequence[tuple[str, Mapping[str, Any] | None]],
     overrides: Sequence[str],
 ) -> UnlearnConfig | None:
     """The class-scenario config a re-forget runs with: the apply's method, layers and
-    overrides (resolved before any data is loaded, as the apply's own configs are).
+    overrides (resolved before any data is loaded, as the apply's own configs are), over the
+    ledger's dataset and model layers.
 
     Returns:
         The config, or None when ``method`` has no class scenario (a re-forget is then
@@ -83,6 +85,7 @@ def reforget_config(
             method,
             "class",
             dataset=dataset,
+            model=model,
             layers=[*layers, ("method", {"method": method})],
             overrides=overrides,
         ).config

@@ -207,7 +207,11 @@ def plan_shadow_jobs(
     layer = dict(unlearn_layer or {})
     # Fail now, naming the allowed values, rather than in every worker.
     unlearn_config = resolve_unlearn_config(
-        method, "sample", dataset=train_config.dataset, layers=[("unlearn layer", layer)]
+        method,
+        "sample",
+        dataset=train_config.dataset,
+        model=train_config.model,
+        layers=[("unlearn layer", layer)],
     ).config
     resolve_method(unlearn_config, "sample")
     ensure_dataset(train_config)
@@ -363,6 +367,7 @@ def run_shadow(job: ShadowJob) -> ShadowResult:
             job.method,
             "sample",
             dataset=config.dataset,
+            model=config.model,
             layers=[
                 (
                     "shadow job",
