@@ -540,6 +540,10 @@ def test_unknown_frozen_modules_are_named_with_the_models_modules(
     digits_run: tuple[Path, TrainedModel],
 ) -> None:
     _, trained = digits_run
+    with pytest.raises(ValueError, match="frozen modules hold every parameter"):
+        run_keeping_model(
+            trained, ForgetSpec(classes=(5,)), "contrastive", options={"frozen_modules": [""]}
+        )
     with pytest.raises(
         ValueError, match=r"options.frozen_modules: \['encoder.9'\] not in the model.*'encoder.0'"
     ):

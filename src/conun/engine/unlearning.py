@@ -23,6 +23,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from conun.config import ConfigError
 from conun.data.batching import RandomBatchStream, leading_batch, shuffled_batches
 from conun.distributed.device import prepare_model
 from conun.distributed.group import context, shard
@@ -148,6 +149,11 @@ def _run_loop(method: LoopHooks, task: UnlearningTask, frozen: FrozenModules) ->
     # Fixed once prepare() has run: built once, not on each of the run's steps.
     frozen.freeze(method.frozen_modules(model))
     trainable = frozen.excludes(method.trainable_parameters(model))
+    if frozen.modules and not trainable:
+        raise ConfigError(
+            f"{method.name}: the frozen modules hold every parameter the method would train; "
+            "leave at least one layer (e.g. the head) out of them"
+        )
     optimizer = make_optimizer(trainable, config.optimizer)
     # The current pass's batch order and the position of its next batch (None: a new pass).
     order: list[torch.Tensor] | None = None
