@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -52,10 +53,12 @@ from conun.workflows.ulira_shadows import run_ulira
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``'label: a.b=1, c=x'`` -> ``(label, {"a": {"b": 1}, "c": "x"})`` (values as YAML)."""
+    """``'label: a.b=1, c=x'`` -> ``(label, {"a": {"b": 1}, "c": "x"})`` (values as YAML; a
+    comma inside brackets belongs to a list value: ``'l: options.frozen_modules=[a, b]'``)."""
     label, _, body = text.partition(":")
     layer: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in body.split(","))):
+    items = re.split(r",(?![^\[]*\])", body)
+    for item in filter(None, (part.strip() for part in items)):
         key, _, value = item.partition("=")
         node = layer
         *parents, leaf = key.strip().split(".")

@@ -155,12 +155,13 @@ def resolve_unlearn_config(
         (f"default ({method}, {scenario})", method_class.defaults(chosen)),
     ]
     if dataset is not None:
-        for kind, folder in (("dataset", None), ("model", model)):
-            if kind == "model" and folder is None:
-                continue
-            relative = dataset_layer_path(method, scenario, dataset, folder)
+        # The dataset's layer, then the dataset-and-model layer over it, where shipped.
+        lookups = [("dataset", None)] + ([("model", model)] if model is not None else [])
+        for kind, layer_model in lookups:
+            relative = dataset_layer_path(method, scenario, dataset, layer_model)
             if relative is not None:
-                path = preset_path(f"unlearn/{relative.rpartition('/')[0]}", f"{method}-{scenario}")
+                folder, _, _ = relative.rpartition("/")
+                path = preset_path(f"unlearn/{folder}", f"{method}-{scenario}")
                 assert path is not None
                 stack.append((f"{kind} layer {relative}", read_yaml(path)))
     stack.extend((label, layer) for label, layer in layers if layer is not None)
