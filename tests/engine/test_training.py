@@ -108,3 +108,20 @@ def test_frozen_modules_lose_their_gradients_stay_in_eval_mode_and_come_back() -
     assert model[0].weight.requires_grad and model[1].weight.requires_grad
     assert not model[0].bias.requires_grad
     assert frozen.excludes(list(model.parameters())) == list(model.parameters())
+
+
+def test_single_parameters_can_be_frozen_too() -> None:
+    # A ViT's position embedding belongs to no submodule: frozen on its own, it gets no
+    # gradient while the module holding it stays in train mode.
+    holder = torch.nn.Linear(3, 2)
+    frozen = FrozenModules()
+    frozen.freeze([holder.bias])
+    assert frozen.modules == [] and not holder.bias.requires_grad
+    assert frozen.excludes(list(holder.parameters())) == [holder.weight]
+    holder.train()
+    frozen.set_eval()
+    assert holder.training
+    holder(torch.randn(4, 3)).sum().backward()
+    assert holder.bias.grad is None and holder.weight.grad is not None
+    frozen.restore()
+    assert holder.bias.requires_grad

@@ -163,8 +163,9 @@ class LoopHooks(Protocol):
         """Keep BatchNorm running statistics fixed during unlearning."""
         ...
 
-    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module]:
-        """After :meth:`prepare`: submodules left as they are (no gradient, eval mode)."""
+    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module | torch.nn.Parameter]:
+        """After :meth:`prepare`: submodules (no gradient, eval mode) or single parameters (no
+        gradient) left as they are."""
         ...
 
     def forget_order(self) -> Literal["shuffled", "fixed"]:

@@ -307,12 +307,15 @@ class FrozenModules:
         self.modules: list[nn.Module] = []
         self._saved: list[tuple[nn.Parameter, bool]] = []
 
-    def freeze(self, modules: list[nn.Module]) -> None:
-        """Freeze ``modules`` (nested or repeated ones count once)."""
-        self.modules = list(modules)
+    def freeze(self, modules: list[nn.Module | nn.Parameter]) -> None:
+        """Freeze ``modules``: submodules (their parameters, and eval mode) or single
+        parameters (a ViT's position embedding or class token, which belong to no submodule);
+        nested or repeated ones count once."""
+        self.modules = [module for module in modules if isinstance(module, nn.Module)]
         seen: set[int] = set()
-        for module in self.modules:
-            for parameter in module.parameters():
+        for module in modules:
+            parameters = [module] if isinstance(module, nn.Parameter) else module.parameters()
+            for parameter in parameters:
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
                     self._saved.append((parameter, parameter.requires_grad))

@@ -246,12 +246,12 @@ class LoopMethod(UnlearningMethod):
         """Keep BatchNorm running statistics fixed during unlearning."""
         return False
 
-    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module]:
-        """Submodules of ``model`` that unlearning leaves as they are: the engine excludes their
-        parameters from the optimizer and from autograd for the run (no gradient is computed
-        for them, so a frozen first block also saves its backward pass) and keeps them in eval
-        mode (BatchNorm running statistics used and fixed). Called after :meth:`prepare`.
-        Default: none."""
+    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module | torch.nn.Parameter]:
+        """Submodules (or single parameters) of ``model`` that unlearning leaves as they are: the
+        engine excludes their parameters from the optimizer and from autograd for the run (no
+        gradient is computed for them, so a frozen first block also saves its backward pass)
+        and keeps the modules in eval mode (BatchNorm running statistics used and fixed).
+        Called after :meth:`prepare`. Default: none."""
         return []
 
     def forget_order(self) -> Literal["shuffled", "fixed"]:

@@ -67,10 +67,11 @@ class ContrastiveOptions(StrictModel):
     """Keep BatchNorm running statistics fixed during unlearning."""
     frozen_modules: list[str] = Field(default_factory=list)
     """Submodules left as they are, by their names in ``model.named_modules()`` (e.g.
-    ``encoder.0``, the first convolution block of ``small_cnn``): their parameters are not
-    updated and get no gradient (a frozen first block also saves its backward pass, the
-    costliest part of a step on a CPU), and their BatchNorm layers keep their running
-    statistics. The paper updates every parameter (the default: none frozen)."""
+    ``encoder.0``, the first convolution block of ``small_cnn``), or single parameters by their
+    names in ``model.named_parameters()`` (a timm ViT's ``model.pos_embed``, ``model.cls_token``):
+    they are not updated and get no gradient (a frozen first block also saves its backward
+    pass, the costliest part of a step on a CPU), and frozen modules' BatchNorm layers keep
+    their running statistics. The paper updates every parameter (the default: none frozen)."""
     distributed_loss: Literal["local", "global"] = "local"
     """Under torchrun: ``local`` (default) computes ``L_UL`` on each process's share of the
     batch (each forget anchor sees that process's retain samples only; the gradients are then
@@ -215,14 +216,18 @@ class ContrastiveUnlearning(LoopMethod):
     def freeze_batchnorm(self) -> bool:
         return self.settings.freeze_bn_stats
 
-    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module]:
-        modules = dict(model.named_modules())
+    def frozen_modules(self, model: Classifier) -> list[torch.nn.Module | torch.nn.Parameter]:
+        modules: dict[str, torch.nn.Module | torch.nn.Parameter] = {
+            **dict(model.named_parameters()),
+            **dict(model.named_modules()),
+        }
         unknown = [name for name in self.settings.frozen_modules if name not in modules]
         if unknown:
             top = [name for name in modules if name and name.count(".") <= 1]
             raise ConfigError(
-                f"options.frozen_modules: {unknown} not in the model; its modules include "
-                f"{top[:20]} (names as model.named_modules() gives them)"
+                f"options.frozen_modules: {unknown} not in the model; its modules and "
+                f"parameters include {top[:20]} (names as model.named_modules() and "
+                "model.named_parameters() give them)"
             )
         return [modules[name] for name in self.settings.frozen_modules]
 
