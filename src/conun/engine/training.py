@@ -321,6 +321,10 @@ class FrozenModules:
                     self._saved.append((parameter, parameter.requires_grad))
                     parameter.requires_grad_(False)
 
+    def __bool__(self) -> bool:
+        """Whether any parameter is frozen (by a module or on its own)."""
+        return bool(self._saved)
+
     def excludes(self, parameters: list[nn.Parameter]) -> list[nn.Parameter]:
         """``parameters`` without the frozen ones (what the optimizer may update)."""
         frozen = {id(parameter) for parameter, _ in self._saved}

@@ -149,7 +149,7 @@ def _run_loop(method: LoopHooks, task: UnlearningTask, frozen: FrozenModules) ->
     # Fixed once prepare() has run: built once, not on each of the run's steps.
     frozen.freeze(method.frozen_modules(model))
     trainable = frozen.excludes(method.trainable_parameters(model))
-    if frozen.modules and not trainable:
+    if frozen and not trainable:
         raise ConfigError(
             f"{method.name}: the frozen modules hold every parameter the method would train; "
             "leave at least one layer (e.g. the head) out of them"

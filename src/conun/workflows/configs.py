@@ -38,6 +38,7 @@ from conun.config import (
 )
 from conun.data.splits import Scenario
 from conun.methods import UnlearningMethod, get_method
+from conun.models.registry import available_models
 from conun.workflows.names import check_method_name
 
 __all__ = ["ResolvedConfig", "dataset_layer_path", "resolve_unlearn_config"]
@@ -100,8 +101,8 @@ def dataset_layer_path(
     ``configs/unlearn/`` (``fashion-mnist/contrastive-class.yaml``), or None if there is none.
     With ``model``: the dataset-and-model layer (``fashion-mnist/small_cnn/contrastive-class.yaml``,
     settings that name the model's modules or were chosen for that architecture only)."""
-    if model is not None and not model.replace("_", "").replace("-", "").isalnum():
-        return None  # a source-prefixed model (timm:..., hf:<dir>) has no shipped layer
+    if model is not None and model not in available_models():
+        return None  # only registered models have shipped layers (not timm:..., hf:<dir>)
     folder = f"{dataset}/{model}" if model is not None else dataset
     if preset_path(f"unlearn/{folder}", f"{method}-{scenario}") is None:
         return None
