@@ -3,12 +3,16 @@ the bench's cells, on hand-written cells (the study itself trains ViTs for hours
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from conun.bench import load_bench_preset
+from conun.config import build_train_config
+from conun.models import build_model
 from experiment_scripts import load_experiment
 
 
@@ -97,3 +101,31 @@ def test_sample_acceptance_is_on_means_over_seeds(script: ModuleType, tmp_path: 
     assert "| forget train accuracy, % | 78.50 | 80.00 | 2 points | yes |" in text
     assert "**FAILS**" in text
     assert script.sample_acceptance(script.cell_rows(tmp_path, [2])) is None
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("timm") is None, reason="timm is not installed (conun[timm])"
+)
+def test_the_presets_frozen_modules_name_parts_of_its_vit() -> None:
+    """Every name the shipped preset freezes is a module or a parameter of the ViT it trains
+    (a misspelt name fails at run time, after the original's training: caught here)."""
+    preset = load_bench_preset("vit-fashion-mnist")
+    recipe = build_train_config("fashion-mnist", [preset.train], preset=preset.train_preset)
+    model = build_model(
+        recipe.model,
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        model_args=recipe.model_args,
+    )
+    names = {name for name, _ in model.named_modules()} | {
+        name for name, _ in model.named_parameters()
+    }
+    frozen = [
+        name
+        for request in preset.requests
+        for name in request.unlearn_per_method.get("contrastive", {})
+        .get("options", {})
+        .get("frozen_modules", [])
+    ]
+    assert frozen, "the class request freezes the embeddings and blocks 0-2"
+    assert set(frozen) <= names
