@@ -13,6 +13,7 @@ from conun.losses import (
     logit_scale_for_mean_confidence,
     matched_targets,
     neighbour_targets,
+    random_targets,
     rank_quantiles,
     targets_by_rank,
 )
@@ -159,3 +160,24 @@ def test_logit_scale_reaches_the_target_on_many_classes_and_clamps_outside_its_b
     assert logit_scale_for_mean_confidence(logits, labels, 1e6) == 16.0
     assert logit_scale_for_mean_confidence(logits, labels, -1e6) == 0.0625
     assert logit_scale_for_mean_confidence(logits, labels, 1e6, bounds=(0.5, 2.0)) == 2.0
+
+
+def test_random_targets_are_reference_scores_drawn_independently_of_the_samples() -> None:
+    reference = torch.tensor([-2.0, 0.5, 3.0, 7.0])
+    targets = random_targets(reference, 4000, generator=torch.Generator().manual_seed(0))
+    assert targets.shape == (4000,)
+    assert set(targets.tolist()) <= set(reference.tolist())
+    # Uniform over the four scores: each drawn ~1000 times (a binomial sd of ~27).
+    counts = torch.stack([(targets == value).sum() for value in reference])
+    assert (counts - 1000).abs().max() < 120
+    again = random_targets(reference, 4000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(targets, again)  # seeded
+    assert random_targets(reference, 0, generator=torch.Generator()).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("reference", "count"), [(torch.empty(0), 3), (torch.zeros(2, 2), 3), (torch.zeros(3), -1)]
+)
+def test_random_targets_reject_bad_inputs(reference: torch.Tensor, count: int) -> None:
+    with pytest.raises(ValueError, match="need non-empty"):
+        random_targets(reference, count, generator=torch.Generator())

@@ -325,6 +325,18 @@ def test_neighbour_matching_forgets_on_digits(
     assert record.metrics["test_acc"] >= 0.9
 
 
+def test_random_matching_gives_each_forget_sample_a_fixed_held_out_score(
+    digits_run: tuple[Path, TrainedModel], run_on_digits: Callable[..., RunRecord]
+) -> None:
+    _, trained = digits_run
+    method = ContrastiveUnlearning.for_scenario("sample", {"match_by": "random"})
+    assert isinstance(method, ContrastiveUnlearning)
+    record = run_on_digits(trained, ForgetSpec(fraction=0.1), options={"match_by": "random"})
+    assert record.extra["stopped_by"] == "rule"
+    assert record.metrics["forget_train_acc"] < 1.0
+    assert record.metrics["test_acc"] >= 0.9
+
+
 def test_calibration_needs_matching() -> None:
     with pytest.raises(ValueError, match="needs options.match_held_out"):
         ContrastiveUnlearning.for_scenario(

@@ -6,6 +6,7 @@ from conun.losses.calibration import (
     logit_scale_for_mean_confidence,
     matched_targets,
     neighbour_targets,
+    random_targets,
     rank_quantiles,
     targets_by_rank,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "logit_scale_for_mean_confidence",
     "matched_targets",
     "neighbour_targets",
+    "random_targets",
     "rank_quantiles",
     "release_contrastive_unlearning_loss",
     "relu_embedding",

@@ -109,6 +109,29 @@ def matched_targets(scores: Tensor, reference: Tensor) -> Tensor:
     return targets_by_rank(scores, rank_quantiles(reference, scores.numel()))
 
 
+def random_targets(reference: Tensor, count: int, *, generator: torch.Generator) -> Tensor:
+    """``(count,)`` one target per forget sample, each a reference score drawn at random (with
+    replacement), independently of the sample.
+
+    The targets are distributed like the reference scores, as :func:`matched_targets`' are,
+    but carry nothing of the original's order: where rank matching keeps the sample that the
+    original memorised best at the top of the forget set, a random draw gives every forget
+    sample the same distribution of outcomes, whatever the original made of it.
+
+    Args:
+        reference: ``(M,)`` non-empty reference scores (the original's on held-out data).
+        count: targets to draw, ``>= 0``.
+        generator: the random stream (CPU).
+    """
+    if reference.ndim != 1 or reference.numel() == 0 or count < 0:
+        raise ValueError(
+            f"need non-empty (M,) reference and count >= 0, got {tuple(reference.shape)} and "
+            f"{count}"
+        )
+    picks = torch.randint(reference.numel(), (count,), generator=generator)
+    return reference.detach().cpu()[picks]
+
+
 def neighbour_targets(
     forget_features: Tensor,
     forget_labels: Tensor,
@@ -233,6 +256,7 @@ __all__ = [
     "logit_scale_for_mean_confidence",
     "matched_targets",
     "neighbour_targets",
+    "random_targets",
     "rank_quantiles",
     "targets_by_rank",
 ]
