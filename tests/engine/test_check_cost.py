@@ -25,6 +25,8 @@ from conun.engine.stopping import (
     subset_logits,
 )
 from conun.engine.task import HeldOutLogits, UnlearningTask
+from conun.evaluation.results import RunRecord
+from conun.methods.contrastive import ContrastiveUnlearning
 from conun.models.base import Classifier
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import TrainedModel
@@ -218,5 +220,85 @@ def test_contrastive_hands_its_reference_logits_to_the_first_check(
     )  # fmt: skip
     # The first check evaluated the forget subset only (40 samples, under the screen's 128):
     # its held-out side came from the reference contrastive unlearning computed in prepare().
+    # (The first step's predictions could not screen it: digits' held-out accuracy is ~99%.)
     assert evaluated[0] == 40 and (len(evaluated) == 1 or evaluated[1] == 40)
-    assert record.history[0]["batch"] == 0
+    assert record.history[0]["batch"] == 0 and "screen" not in record.history[0]
+
+
+def _run(trained: TrainedModel, task: UnlearningTask) -> tuple[torch.nn.Module, RunRecord]:
+    return run_method(
+        task.config, trained.model, trained.data, task.split, train_config=None,
+        original_seconds=None, quiet=True,
+    )  # fmt: skip
+
+
+def test_screening_the_first_check_on_the_first_step_changes_no_outcome(
+    digits_run: tuple[Path, TrainedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The screen reads the step's own predictions instead of evaluating: the run's steps,
+    stop, later checks and model are those of a run whose first check evaluates."""
+    _, trained = digits_run
+    # Digits' held-out accuracy (~99%) is too close to the forget set's for the screen's band:
+    # widened here, so that the screen decides (the rule's own bound still has to fail).
+    monkeypatch.setattr(monitor_module, "accuracies_fail", lambda *args, **kwargs: True)
+    evaluated_counts = _counting(monkeypatch)
+    screened_model, screened = _run(trained, _sample_task(trained, 200))
+    screened_evaluations = list(evaluated_counts)
+    monkeypatch.setattr(ContrastiveUnlearning, "reports_forget_correct", False)
+    evaluated_model, evaluated = _run(trained, _sample_task(trained, 200))
+    # The run whose first check evaluates made the same evaluations after it; the first check
+    # itself evaluated the forget subset (200: its screen's 128, then the other 72), which the
+    # screened run did not.
+    later = evaluated_counts[len(screened_evaluations) :]
+    assert later[:2] == [128, 72] and later[2:] == screened_evaluations
+    assert screened.history[0]["screen"] == 1 and "screen" not in evaluated.history[0]
+    assert screened.history[0]["batch"] == evaluated.history[0]["batch"] == 0
+    assert screened.history[1:] == evaluated.history[1:]
+    assert screened.forget_batches == evaluated.forget_batches
+    assert screened.metrics == evaluated.metrics
+    for mine, theirs in zip(
+        screened_model.state_dict().values(), evaluated_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(mine, theirs)
+
+
+def test_a_rule_that_holds_before_the_first_step_stops_there(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    """Where the step's predictions do not show the rule failing, the real check runs before
+    the step: a rule that already holds (here a 99.9999% band) leaves the model untouched."""
+    _, trained = digits_run
+    before = {name: value.clone() for name, value in trained.model.state_dict().items()}
+    model, record = _run(trained, _sample_task(trained, 60, confidence=0.999999))
+    assert record.extra["stopped_by"] == "rule"
+    assert record.forget_batches == 0 and record.passes == 0
+    assert len(record.history) == 1 and "screen" not in record.history[0]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_the_first_steps_predictions_screen_the_first_check(
+    digits_run: tuple[Path, TrainedModel],
+) -> None:
+    _, trained = digits_run
+    task = _sample_task(trained, 200)
+    monitor = StoppingMonitor.for_task(task, task.model)
+    indices = monitor.sets.held_out_indices
+    assert indices is not None
+    # Known held-out logits right on 80% of the subset: a forget batch right on all of its 128
+    # samples is past the screen's band (and the rule's), one right on 82% is not.
+    labels = monitor.sets.held_out.labels
+    logits = torch.nn.functional.one_hot(labels, 10).float()
+    wrong = torch.arange(len(labels)) % 5 == 0
+    logits[wrong] = torch.nn.functional.one_hot((labels[wrong] + 1) % 10, 10).float()
+    known = HeldOutLogits(indices, logits)
+    undecided = torch.arange(128) % 50 >= 9  # 82% right
+    assert monitor.screen_step({"batch": 0}, undecided, known) is None
+    assert monitor.history == []
+    check = monitor.screen_step({"batch": 0}, torch.ones(128, dtype=torch.bool), known)
+    assert check is not None and not check.stop
+    assert check.forget_acc == 1.0 and check.held_out_acc == pytest.approx(0.8, abs=0.01)
+    assert check.threshold > check.held_out_acc  # the rule's bound, its band included
+    assert monitor.history[-1]["screen"] == 1 and monitor.check_seconds > 0
+    # Later early checks reuse the held-out logits the screen read.
+    torch.testing.assert_close(monitor.state_tensors()["monitor_held_out_logits"], logits)

@@ -361,9 +361,31 @@ def screen_fails(
             forget subset).
         held_out_logits: ``(Nh, C)`` logits of ``sets.held_out``.
     """
-    forget_acc = _accuracy(forget_logits, sets.forget.labels)
-    held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
-    n_forget, n_held_out = len(sets.forget), len(sets.held_out)
+    return accuracies_fail(
+        _accuracy(forget_logits, sets.forget.labels),
+        len(sets.forget),
+        _accuracy(held_out_logits, sets.held_out.labels),
+        len(sets.held_out),
+        split,
+        num_classes,
+        checks_forget=checks_forget,
+        class_accuracy=class_accuracy,
+    )
+
+
+def accuracies_fail(
+    forget_acc: float,
+    n_forget: int,
+    held_out_acc: float,
+    n_held_out: int,
+    split: ForgetRetainSplit,
+    num_classes: int,
+    *,
+    checks_forget: bool = True,
+    class_accuracy: float | None = None,
+) -> bool:
+    """:func:`screen_fails` on accuracies already measured: ``forget_acc`` on ``n_forget``
+    forget samples, ``held_out_acc`` on ``n_held_out`` held-out ones."""
     if split.scenario == "class":
         bound = 1.0 / num_classes if class_accuracy is None else class_accuracy
         z = statistics.NormalDist().inv_cdf(0.5 + SCREEN_CONFIDENCE / 2)

@@ -142,6 +142,7 @@ class LoopHooks(Protocol):
     uses_forget: ClassVar[bool]
     uses_retain: ClassVar[bool]
     pass_over: ClassVar[Literal["forget", "retain"]]
+    reports_forget_correct: ClassVar[bool]
 
     def batch_size(self, config: UnlearnConfig, scenario: Scenario) -> int:
         """Batch size of the set a pass goes over."""

@@ -229,6 +229,9 @@ class LoopMethod(UnlearningMethod):
     #: The set one pass goes over: "forget" (Algorithm 1; a fresh random retain batch per step)
     #: or "retain" (fine-tuning style; a fresh random forget batch per step if used).
     pass_over: ClassVar[Literal["forget", "retain"]] = "forget"
+    #: Whether :meth:`loss` returns ``forget_correct`` from every step with a forget batch: the
+    #: loop then screens the check before the first step on that step's forward pass.
+    reports_forget_correct: ClassVar[bool] = False
 
     def steps_per_forget_batch(self) -> int:
         """Optimizer steps per forget batch (the paper's omega for contrastive)."""

@@ -152,6 +152,7 @@ class ContrastiveUnlearning(LoopMethod):
     """Contrastive unlearning: forget embeddings contrasted against random retain batches."""
 
     Options: ClassVar[type[StrictModel]] = ContrastiveOptions
+    reports_forget_correct: ClassVar[bool] = True
     # conun's defaults differ from the authors' in two places, chosen on the validation split
     # carved from train (never the test set) of Fashion-MNIST / small_cnn, and checked on digits
     # (experiments/results/contrastive-study.md has the grid):
