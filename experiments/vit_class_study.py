@@ -26,12 +26,16 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from conun.bench import load_bench_preset
+from conun.bench.preset import BenchPreset, RequestSpec
+from conun.config import UnlearnConfig
+from conun.data.splits import Scenario
 from conun.evaluation.accuracy import accuracy
 from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
@@ -46,6 +50,30 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     """``'label: a.b=1; c=x'`` -> ``("label", ["a.b=1", "c=x"])`` (conun's ``--set`` syntax)."""
     label, _, body = text.partition(":")
     return label.strip(), [item.strip() for item in body.split(";") if item.strip()]
+
+
+def grid_config(
+    preset: BenchPreset, request: RequestSpec, scenario: Scenario, overrides: list[str]
+) -> UnlearnConfig:
+    """The config of ``request``'s contrastive cell in the grid (the preset's layers for it),
+    then ``overrides`` (conun's ``--set`` syntax)."""
+    return resolve_unlearn_config(
+        "contrastive",
+        scenario,
+        dataset=preset.dataset,
+        layers=[
+            (f"bench preset {PRESET}: unlearn", preset.unlearn),
+            (
+                f"bench preset {PRESET}: unlearn_per_method.contrastive",
+                preset.unlearn_per_method.get("contrastive", {}),
+            ),
+            (
+                f"bench preset {PRESET}: requests.{request.label}.unlearn_per_method",
+                request.unlearn_per_method.get("contrastive", {}),
+            ),
+        ],
+        overrides=overrides,
+    ).config
 
 
 def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
@@ -74,24 +102,7 @@ def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list
     ]
     (request,) = (r for r in preset.requests if r.classes == [FORGOTTEN])
     for label, overrides in variants:
-        # The grid's layers for the class request's contrastive cell, then the variant's.
-        config = resolve_unlearn_config(
-            "contrastive",
-            "class",
-            dataset=preset.dataset,
-            layers=[
-                (f"bench preset {PRESET}: unlearn", preset.unlearn),
-                (
-                    f"bench preset {PRESET}: unlearn_per_method.contrastive",
-                    preset.unlearn_per_method.get("contrastive", {}),
-                ),
-                (
-                    f"bench preset {PRESET}: requests.{request.label}.unlearn_per_method",
-                    request.unlearn_per_method.get("contrastive", {}),
-                ),
-            ],
-            overrides=[f"seed={seed}", *overrides],
-        ).config
+        config = grid_config(preset, request, "class", [f"seed={seed}", *overrides])
         run, unlearned, _ = unlearn(grid.original, ForgetSpec(classes=(FORGOTTEN,)), config)
         rows.append(
             {
@@ -150,9 +161,18 @@ def table(rows: list[dict[str, Any]], settings: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def variant_study_main(
+    description: str,
+    script: str,
+    title: str,
+    study: Callable[[Path, int, list[tuple[str, list[str]]]], list[dict[str, Any]]],
+    table: Callable[[list[dict[str, Any]], list[str]], str],
+) -> None:
+    """The command line of a ViT validation study of settings (this one and
+    ``vit_sample_study.py``): ``--bench``, ``--seeds``, ``--variant`` (repeatable), ``--out``;
+    runs ``study`` per seed and writes ``table`` under ``title`` with the command."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bench", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -174,9 +194,9 @@ def main() -> None:
     variant_args = " ".join(f"--variant '{text}'" for text in args.variant)
     text = "\n".join(
         [
-            "# Contrastive unlearning of class 5 on the ViT: settings (validation split)",
+            title,
             "",
-            f"Command: `python experiments/vit_class_study.py --bench BENCH --seeds "
+            f"Command: `python experiments/{script}.py --bench BENCH --seeds "
             f"{' '.join(map(str, args.seeds))} {variant_args}` "
             f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
             f"{torch.get_num_threads()} threads; {versions()}).",
@@ -190,6 +210,16 @@ def main() -> None:
         ]
     )
     write_report(text, rows, args.out)
+
+
+def main() -> None:
+    variant_study_main(
+        __doc__ or "",
+        "vit_class_study",
+        "# Contrastive unlearning of class 5 on the ViT: settings (validation split)",
+        study,
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -22,22 +22,15 @@ seconds against the retrain cell's.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from conun.bench import load_bench_preset
 from conun.evaluation.accuracy import accuracy
-from conun.reproducibility import versions
-from conun.workflows.configs import resolve_unlearn_config
 from conun.workflows.requests import ForgetSpec
-from vit_class_study import parse_variant
-from vit_sample_lr_study import grid_seed, unlearn, write_report  # the grid's ViT, on validation
+from vit_class_study import grid_config, variant_study_main
+from vit_sample_lr_study import grid_seed, unlearn  # the grid's ViT, on validation
 
 PRESET = "vit-fashion-mnist"
 REQUEST = "samples500"
@@ -64,24 +57,7 @@ def study(bench: Path, seed: int, variants: list[tuple[str, list[str]]]) -> list
     ]
     (request,) = (r for r in preset.requests if r.samples == SAMPLES)
     for label, overrides in variants:
-        # The grid's layers for the sample request's contrastive cell, then the variant's.
-        config = resolve_unlearn_config(
-            "contrastive",
-            "sample",
-            dataset=preset.dataset,
-            layers=[
-                (f"bench preset {PRESET}: unlearn", preset.unlearn),
-                (
-                    f"bench preset {PRESET}: unlearn_per_method.contrastive",
-                    preset.unlearn_per_method.get("contrastive", {}),
-                ),
-                (
-                    f"bench preset {PRESET}: requests.{request.label}.unlearn_per_method",
-                    request.unlearn_per_method.get("contrastive", {}),
-                ),
-            ],
-            overrides=[f"seed={seed}", *overrides],
-        ).config
+        config = grid_config(preset, request, "sample", [f"seed={seed}", *overrides])
         run, unlearned, forget = unlearn(grid.original, ForgetSpec(num_samples=SAMPLES), config)
         forget_set = grid.data.train.subset(forget)
         rows.append(
@@ -146,45 +122,13 @@ def table(rows: list[dict[str, Any]], settings: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    variant_study_main(
+        __doc__ or "",
+        "vit_sample_study",
+        "# Contrastive unlearning of 500 samples on the ViT: settings (validation split)",
+        study,
+        table,
     )
-    parser.add_argument("--bench", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--variant",
-        action="append",
-        required=True,
-        help="'label: key=value; key=value' over the preset's contrastive config ('preset': none)",
-    )
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    variants = [parse_variant(text) for text in args.variant]
-    started = time.perf_counter()
-    rows = [row for seed in args.seeds for row in study(args.bench, seed, variants)]
-    settings = "\n".join(
-        f"- `{label}`: {', '.join(f'`{o}`' for o in overrides) or 'the preset as it is'}"
-        for label, overrides in variants
-    )
-    variant_args = " ".join(f"--variant '{text}'" for text in args.variant)
-    text = "\n".join(
-        [
-            "# Contrastive unlearning of 500 samples on the ViT: settings (validation split)",
-            "",
-            f"Command: `python experiments/vit_sample_study.py --bench BENCH --seeds "
-            f"{' '.join(map(str, args.seeds))} {variant_args}` "
-            f"({time.perf_counter() - started:.0f} s; {platform.machine()}, "
-            f"{torch.get_num_threads()} threads; {versions()}).",
-            "",
-            "Settings (layers over the preset's contrastive config):",
-            "",
-            settings,
-            "",
-            table(rows, [label for label, _ in variants]),
-            "",
-        ]
-    )
-    write_report(text, rows, args.out)
 
 
 if __name__ == "__main__":
