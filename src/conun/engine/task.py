@@ -123,7 +123,8 @@ class LossTerms:
         forget_correct: optional ``(B,)`` bool, which forget samples of this step's batch the
             model classified correctly in this forward pass (before the step): a free, rough
             estimate of the forget accuracy, with which the loop (``stopping.check_every =
-            auto``) checks the stopping rule early when it probably holds.
+            auto``) checks the stopping rule early when it probably holds, and (sample
+            scenario, methods with ``reports_forget_correct``) screens its first check.
     """
 
     total: Tensor
