@@ -15,6 +15,7 @@ from conun.config import StoppingConfig
 from conun.data.arrays import ArrayDataset, DatasetBundle
 from conun.data.splits import ForgetRetainSplit
 from conun.engine import monitor as monitor_module
+from conun.engine import stopping as stopping_module
 from conun.engine.monitor import StoppingMonitor
 from conun.engine.stopping import (
     HELD_OUT_CANDIDATES,
@@ -240,7 +241,14 @@ def test_screening_the_first_check_on_the_first_step_changes_no_outcome(
     _, trained = digits_run
     # Digits' held-out accuracy (~99%) is too close to the forget set's for the screen's band:
     # widened here, so that the screen decides (the rule's own bound still has to fail).
-    monkeypatch.setattr(monitor_module, "accuracies_fail", lambda *args, **kwargs: True)
+    real_screen = stopping_module.screen_predictions
+
+    def widened(*args: object, **kwargs: object) -> object:
+        with monkeypatch.context() as patch:
+            patch.setattr(stopping_module, "accuracies_fail", lambda *a, **k: True)
+            return real_screen(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(monitor_module, "screen_predictions", widened)
     evaluated_counts = _counting(monkeypatch)
     screened_model, screened = _run(trained, _sample_task(trained, 200))
     screened_evaluations = list(evaluated_counts)

@@ -34,11 +34,10 @@ from conun.engine.resume import LoopState, Resumable
 from conun.engine.stopping import (
     EvaluationSets,
     RuleCheck,
-    accuracies_fail,
-    accuracy_band,
     build_evaluation_sets,
     decide_rule,
     screen_fails,
+    screen_predictions,
     subset_logits,
 )
 from conun.engine.task import HeldOutLogits, UnlearningTask
@@ -181,49 +180,23 @@ class StoppingMonitor:
             known: the method's logits of the model as it is on held-out pool samples.
         """
         started = time.perf_counter()
-        correct = forget_correct.detach().flatten()
-        decided: RuleCheck | None = None
-        if correct.numel():
-            held_out_logits = self._fresh_held_out_logits(known)
-            forget_acc = float(correct.double().mean())
-            held_out_acc = float(
-                (held_out_logits.argmax(dim=1) == self.sets.held_out.labels).double().mean()
-            )
-            bound = self._bound(forget_acc, correct.numel(), held_out_acc)
-            # The screen's band is wider than the rule's at its usual confidence; the rule's own
-            # bound too, for a rule asked at a confidence above the screen's.
-            if accuracies_fail(
-                forget_acc,
-                correct.numel(),
-                held_out_acc,
-                len(held_out_logits),
-                self.split,
-                self.num_classes,
-                checks_forget=self.stopping.class_checks_forget,
-                class_accuracy=self.stopping.class_accuracy,
-            ) and (self.split.scenario == "class" or forget_acc > bound):
-                self._held_out_logits = held_out_logits
-                decided = RuleCheck(False, forget_acc, held_out_acc, bound)
+        held_out_logits = self._fresh_held_out_logits(known)
+        decided = screen_predictions(
+            forget_correct.flatten(),
+            held_out_logits,
+            self.sets,
+            self.split,
+            self.num_classes,
+            checks_forget=self.stopping.class_checks_forget,
+            sample_rule=self.stopping.sample_rule,
+            confidence=self.stopping.confidence,
+            class_accuracy=self.stopping.class_accuracy,
+        )
         self.check_seconds += time.perf_counter() - started
         if decided is not None:
+            self._held_out_logits = held_out_logits
             self._record(position, decided, reused=False, screen=True)
         return decided
-
-    def _bound(self, forget_acc: float, n_forget: int, held_out_acc: float) -> float:
-        """The rule's bound on a forget accuracy measured on ``n_forget`` samples (the class
-        rule's bound; the sample rule's held-out accuracy, plus its band)."""
-        if self.split.scenario == "class":
-            accuracy = self.stopping.class_accuracy
-            return 1.0 / self.num_classes if accuracy is None else accuracy
-        if self.stopping.sample_rule != "indistinguishable":
-            return held_out_acc
-        return held_out_acc + accuracy_band(
-            forget_acc,
-            n_forget,
-            held_out_acc,
-            len(self.sets.held_out),
-            self.stopping.confidence,
-        )
 
     def _screened_check(self, size: int, known: HeldOutLogits | None) -> _Screened:
         """:meth:`check` with ``screen``: the leading ``size`` forget samples first."""

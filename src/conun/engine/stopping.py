@@ -311,7 +311,7 @@ def decide_rule(
     forget_acc = _accuracy(forget_logits, sets.forget.labels)
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     if split.scenario == "class":
-        threshold = 1.0 / num_classes if class_accuracy is None else class_accuracy
+        threshold = class_bound(num_classes, class_accuracy)
         stop = held_out_acc <= threshold and (not checks_forget or forget_acc <= threshold)
         return RuleCheck(stop, forget_acc, held_out_acc, threshold)
     auc = member_auc(
@@ -387,7 +387,7 @@ def accuracies_fail(
     """:func:`screen_fails` on accuracies already measured: ``forget_acc`` on ``n_forget``
     forget samples, ``held_out_acc`` on ``n_held_out`` held-out ones."""
     if split.scenario == "class":
-        bound = 1.0 / num_classes if class_accuracy is None else class_accuracy
+        bound = class_bound(num_classes, class_accuracy)
         z = statistics.NormalDist().inv_cdf(0.5 + SCREEN_CONFIDENCE / 2)
 
         def above(accuracy: float, n: int) -> bool:
@@ -396,6 +396,63 @@ def accuracies_fail(
         return above(held_out_acc, n_held_out) or (checks_forget and above(forget_acc, n_forget))
     band = accuracy_band(forget_acc, n_forget, held_out_acc, n_held_out, SCREEN_CONFIDENCE)
     return forget_acc > held_out_acc + band
+
+
+def class_bound(num_classes: int, class_accuracy: float | None) -> float:
+    """The class rule's bound on both accuracies: ``class_accuracy``, or chance (1/C)."""
+    return 1.0 / num_classes if class_accuracy is None else class_accuracy
+
+
+def screen_predictions(
+    forget_correct: torch.Tensor,
+    held_out_logits: torch.Tensor,
+    sets: EvaluationSets,
+    split: ForgetRetainSplit,
+    num_classes: int,
+    *,
+    checks_forget: bool = True,
+    sample_rule: Literal["accuracy", "indistinguishable"] = "accuracy",
+    confidence: float = 0.95,
+    class_accuracy: float | None = None,
+) -> RuleCheck | None:
+    """:func:`screen_fails` on predictions made elsewhere: a failed check (``stop`` False, no
+    AUC) where ``forget_correct`` already shows that the rule cannot hold, else None.
+
+    Both the screen's band and, in the sample scenario, the rule's own bound must fail, so that
+    a rule asked at a confidence above :data:`SCREEN_CONFIDENCE` is never screened past.
+
+    Args:
+        forget_correct: ``(B,)`` bool, which forget samples a model classified correctly (the
+            first step's forward pass: :attr:`conun.engine.task.LossTerms.forget_correct`).
+        held_out_logits: ``(Nh, C)`` logits of ``sets.held_out``.
+    """
+    n_forget = forget_correct.numel()
+    if n_forget == 0:
+        return None
+    forget_acc = float(forget_correct.detach().double().mean())
+    held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
+    n_held_out = len(sets.held_out)
+    if split.scenario == "class":
+        bound = class_bound(num_classes, class_accuracy)
+    elif sample_rule == "indistinguishable":
+        bound = held_out_acc + accuracy_band(
+            forget_acc, n_forget, held_out_acc, n_held_out, confidence
+        )
+    else:
+        bound = held_out_acc
+    fails = accuracies_fail(
+        forget_acc,
+        n_forget,
+        held_out_acc,
+        n_held_out,
+        split,
+        num_classes,
+        checks_forget=checks_forget,
+        class_accuracy=class_accuracy,
+    )
+    if not fails or (split.scenario == "sample" and forget_acc <= bound):
+        return None
+    return RuleCheck(False, forget_acc, held_out_acc, bound)
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
