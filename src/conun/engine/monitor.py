@@ -187,10 +187,7 @@ class StoppingMonitor:
             self.sets,
             self.split,
             self.num_classes,
-            checks_forget=self.stopping.class_checks_forget,
-            sample_rule=self.stopping.sample_rule,
-            confidence=self.stopping.confidence,
-            class_accuracy=self.stopping.class_accuracy,
+            **self._rule_options(),
         )
         self.check_seconds += time.perf_counter() - started
         if decided is not None:
@@ -276,6 +273,16 @@ class StoppingMonitor:
         logits[found] = known.logits[rows[found]].to(missing.dtype)
         return logits
 
+    def _rule_options(self) -> dict[str, Any]:
+        """The rule's settings, as :func:`conun.engine.stopping.decide_rule` and
+        :func:`conun.engine.stopping.screen_predictions` take them."""
+        return {
+            "checks_forget": self.stopping.class_checks_forget,
+            "sample_rule": self.stopping.sample_rule,
+            "confidence": self.stopping.confidence,
+            "class_accuracy": self.stopping.class_accuracy,
+        }
+
     def _decide(
         self, forget_logits: Tensor, held_out_logits: Tensor, sets: EvaluationSets | None = None
     ) -> RuleCheck:
@@ -285,10 +292,7 @@ class StoppingMonitor:
             self.sets if sets is None else sets,
             self.split,
             self.num_classes,
-            checks_forget=self.stopping.class_checks_forget,
-            sample_rule=self.stopping.sample_rule,
-            confidence=self.stopping.confidence,
-            class_accuracy=self.stopping.class_accuracy,
+            **self._rule_options(),
         )
 
     def interval(self, images_per_batch: int) -> int | None:
