@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from conun.config import build_train_config
-from conun.engine.checkpoint import CHECKPOINT_FILE
+from conun.engine.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
 from conun.reproducibility import versions
 from conun.workflows.configs import resolve_unlearn_config
+from conun.workflows.inputs import recipe_of
 from conun.workflows.requests import ForgetSpec
 from conun.workflows.training import train_original
 from conun.workflows.unlearning import unlearn_checkpoint
@@ -70,13 +71,17 @@ def run(
     seed: int, originals: Path, work: Path, samples: int, variants: list[str]
 ) -> list[dict[str, Any]]:
     checkpoint = original(originals, seed)
+    model = recipe_of(read_checkpoint_meta(checkpoint), checkpoint).model
     rows: list[dict[str, Any]] = []
     for index, label in enumerate(variants):
         overrides = VARIANTS[label]
+        # The defaults as `conun unlearn` resolves them for this original (dataset and model
+        # layers included).
         config = resolve_unlearn_config(
             "contrastive",
             "sample",
             dataset="fashion-mnist",
+            model=model,
             overrides=[f"seed={seed}", *overrides],
         ).config
         results = unlearn_checkpoint(

@@ -44,6 +44,15 @@ from sample_rule_probe import original  # the same originals (trained there if m
 
 # label -> overrides of conun's sample defaults for contrastive on Fashion-MNIST.
 VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    # Cheaper steps: the first convolution block frozen (no weight gradient, its BatchNorm
+    # statistics kept), or a smaller retain batch per step.
+    "frozen block 1": ["options.frozen_modules=[encoder.0]"],
+    "retain 64": ["options.retain_batch_size=64"],
+    "frozen block 1, retain 64": [
+        "options.frozen_modules=[encoder.0]",
+        "options.retain_batch_size=64",
+    ],
     "paper rule": ["stopping.sample_rule=accuracy", "stopping.check_every=null"],
     "matched, paper rule": [
         "stopping.sample_rule=accuracy",
