@@ -30,7 +30,10 @@ from conun.workflows.unlearning import run_method
 REQUESTS = {
     "class0": ForgetSpec(classes=(0,)),
     "class5": ForgetSpec(classes=(5,)),
+    "sample100": ForgetSpec(num_samples=100),
     "sample500": ForgetSpec(num_samples=500),
+    "sample1000": ForgetSpec(num_samples=1000),
+    "sample3000": ForgetSpec(num_samples=3000),
 }
 
 
@@ -61,6 +64,7 @@ def main() -> None:
             split = spec.resolve(data, validation, seed)
             seconds: dict[str, list[float]] = {"retrain": [], "contrastive": []}
             checks: list[float] = []
+            forget_batches: set[int | None] = set()
             # contrastive, retrain, then the other repeats: both see the same stretch of machine.
             order = ["contrastive", "retrain"] + ["contrastive"] * (args.repeats - 1)
             for method_name in order:
@@ -83,15 +87,18 @@ def main() -> None:
                 seconds[method_name].append(record.seconds)
                 if method_name == "contrastive":
                     checks.append(record.extra["check_seconds"] / record.seconds)
+                    forget_batches.add(record.forget_batches)
             retrain = seconds["retrain"][0]
             rows.append((seed, name, retrain, seconds["contrastive"], statistics.median(checks)))
-            print(seed, name, retrain, seconds["contrastive"], checks, flush=True)
+            # The repeats are the same run: one count of forget batches.
+            print(seed, name, retrain, seconds["contrastive"], checks, forget_batches, flush=True)
 
     lines = [
         "# Contrastive vs retrain time, with repeats (issue #3: <= 1/15 = 0.067)",
         "",
         f"Command: `python experiments/contrastive_time_ratio.py --seeds {' '.join(map(str, args.seeds))}"
-        f" --repeats {args.repeats} --requests {' '.join(args.requests)}` ({(time.perf_counter() - started) / 60:.1f} min).",
+        f" --repeats {args.repeats} --requests {' '.join(args.requests)} --runs {args.runs}"
+        f" --out {args.out}` ({(time.perf_counter() - started) / 60:.1f} min).",
         f"Machine: {platform.machine()}, 2 cores, no GPU, nothing else running; versions {versions()}.",
         "Fashion-MNIST small_cnn originals of the fashion-mnist preset; each method with its shipped",
         "Fashion-MNIST config. Per request: retrain once, contrastive "
