@@ -124,14 +124,11 @@ def test_a_cheaper_check_reuses_the_held_out_logits_unless_it_would_stop(
 def test_stale_held_out_logits_decide_accuracy_failures_only(
     digits_run: tuple[Path, TrainedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A reused check whose forget accuracy is within its bound fails on the loss-rank AUC only,
-    # and held-out losses move with the model's logit scale: it is decided again on fresh
-    # held-out logits (found on Fashion-MNIST: three early checks at AUC 0.55 against stale
-    # logits, 0.50 on fresh ones).
+    # A sample-scenario check that reused the held-out logits and whose forget accuracy is
+    # within its bound fails on the loss-rank AUC only, and held-out losses move with the
+    # model's logit scale: it is decided again on fresh held-out logits (found on
+    # Fashion-MNIST: three early checks at AUC 0.55 against stale logits, 0.50 on fresh ones).
     _, trained = digits_run
-    task = digits_task(trained, stopping={"rule": "auto"})
-    monitor = StoppingMonitor.for_task(task, task.model)
-    monitor.check({"batch": 0})  # held-out logits to reuse
     evaluated: list[int] = []
     real = monitor_module.subset_logits
 
@@ -139,16 +136,24 @@ def test_stale_held_out_logits_decide_accuracy_failures_only(
         evaluated.append(len(subset))  # type: ignore[arg-type]
         return real(model, subset, **kwargs)  # type: ignore[arg-type]
 
+    def monitor_after_one_check(spec: ForgetSpec) -> StoppingMonitor:
+        task = digits_task(trained, spec, stopping={"rule": "auto"})
+        monitor = StoppingMonitor.for_task(task, task.model)
+        monitor.check({"batch": 0})  # held-out logits to reuse
+        evaluated.clear()
+        return monitor
+
     monkeypatch.setattr(monitor_module, "subset_logits", counted)
+    monitor = monitor_after_one_check(ForgetSpec(num_samples=50))
     decided: list[torch.Tensor] = []
     real_decide = monitor._decide
 
-    def auc_fails(forget_logits: torch.Tensor, held_out_logits: torch.Tensor) -> RuleCheck:
-        decided.append(held_out_logits)
-        check = real_decide(forget_logits, held_out_logits)
+    def within_accuracy_bound(forget_logits: torch.Tensor, held_out: torch.Tensor) -> RuleCheck:
+        decided.append(held_out)
+        check = real_decide(forget_logits, held_out)
         return dataclasses.replace(check, stop=False, threshold=check.forget_acc)
 
-    monkeypatch.setattr(monitor, "_decide", auc_fails)
+    monkeypatch.setattr(monitor, "_decide", within_accuracy_bound)
     forget, held_out = len(monitor.sets.forget), len(monitor.sets.held_out)
     monitor.check({"batch": 1}, reuse_held_out=True)
     assert evaluated == [forget, held_out] and len(decided) == 2
@@ -161,6 +166,18 @@ def test_stale_held_out_logits_decide_accuracy_failures_only(
     )
     monitor.check({"batch": 2}, reuse_held_out=True)
     assert evaluated[2:] == [forget] and monitor.history[-1]["held_out_reused"] == 1
+    # The class rule reads accuracies only: its cheaper check stands whatever the forget side.
+    monitor = monitor_after_one_check(ForgetSpec(classes=(4,)))
+    real_class_decide = monitor._decide
+    monkeypatch.setattr(
+        monitor,
+        "_decide",
+        lambda f, h: dataclasses.replace(
+            real_class_decide(f, h), stop=False, threshold=real_class_decide(f, h).forget_acc
+        ),
+    )
+    monitor.check({"batch": 1}, reuse_held_out=True)
+    assert evaluated == [len(monitor.sets.forget)] and monitor.history[-1]["held_out_reused"] == 1
 
 
 def test_save_points_are_rounded_up_to_the_loops_unit(

@@ -125,10 +125,10 @@ class StoppingMonitor:
                 held-out data is never trained on and moves far less than the forget set), so
                 that a check that fails costs one forward pass over the forget subset only. A
                 check that would stop is evaluated again on fresh held-out logits, so that a
-                stop is always decided on the model as it is, and so is one whose forget
-                accuracy is within its bound: its failure then rests on the held-out side (the
-                sample rule's loss-rank AUC, whose held-out losses move with the model's logit
-                scale), which stale logits cannot decide. The history records the fresh one,
+                stop is always decided on the model as it is, and so is a sample-scenario one
+                whose forget accuracy is within its bound: its failure then rests on the
+                loss-rank AUC, whose held-out losses move with the model's logit scale, which
+                stale logits cannot decide. The history records the fresh one,
                 and ``held_out_reused: 1`` on a failed check that reused them.
             known: logits of the model *as it is now* on held-out pool samples, computed by the
                 method (:meth:`conun.engine.task.LoopHooks.held_out_logits`): the held-out
@@ -157,12 +157,15 @@ class StoppingMonitor:
         if reused:
             assert self._held_out_logits is not None
             result = self._decide(forget_logits, self._held_out_logits)
-            # Stale held-out logits decide a failure of the accuracy criterion only: held-out
-            # accuracy moves little between checks, but the held-out *losses* move with the
-            # model's logit scale, which unlearning shrinks, so a loss-rank AUC against
-            # stale losses reads the forget set as more member-like than it is (measured: 0.55
-            # against stale logits, 0.50 on fresh ones, a few batches apart).
-            reused = not result.stop and result.forget_acc > result.threshold
+            # In the sample scenario stale held-out logits decide a failure of the accuracy
+            # criterion only: held-out accuracy moves little between checks, but the held-out
+            # *losses* move with the model's logit scale, which unlearning shrinks, so a
+            # loss-rank AUC against stale losses reads the forget set as more member-like than
+            # it is (measured: 0.55 against stale logits, 0.50 on fresh ones, a few batches
+            # apart). The class rule reads accuracies only: a stale held-out side there can
+            # only make a check fail that fresh logits would pass, never the reverse.
+            auc_decides = result.member_auc is not None and result.forget_acc <= result.threshold
+            reused = not result.stop and not auc_decides
         if not reused:
             self._held_out_logits = self._fresh_held_out_logits(known)
             result = self._decide(forget_logits, self._held_out_logits)
