@@ -162,8 +162,9 @@ class StoppingMonitor:
             # *losses* move with the model's logit scale, which unlearning shrinks, so a
             # loss-rank AUC against stale losses reads the forget set as more member-like than
             # it is (measured: 0.55 against stale logits, 0.50 on fresh ones, a few batches
-            # apart). The class rule reads accuracies only: a stale held-out side there can
-            # only make a check fail that fresh logits would pass, never the reverse.
+            # apart). The class rule reads accuracies only, and its held-out side (the
+            # forgotten classes) falls as the run goes on: stale logits there delay a stop,
+            # and the ledger's class re-forget relies on that margin (see its per-class check).
             auc_decides = result.member_auc is not None and result.forget_acc <= result.threshold
             reused = not result.stop and not auc_decides
         if not reused:
