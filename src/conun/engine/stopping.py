@@ -310,25 +310,55 @@ def decide_rule(
     """
     forget_acc = _accuracy(forget_logits, sets.forget.labels)
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
+    n_forget, n_held_out = len(sets.forget), len(sets.held_out)
+    bound, acc_band = _accuracy_bound(
+        forget_acc,
+        n_forget,
+        held_out_acc,
+        n_held_out,
+        split,
+        num_classes,
+        sample_rule=sample_rule,
+        confidence=confidence,
+        class_accuracy=class_accuracy,
+    )
     if split.scenario == "class":
-        threshold = class_bound(num_classes, class_accuracy)
-        stop = held_out_acc <= threshold and (not checks_forget or forget_acc <= threshold)
-        return RuleCheck(stop, forget_acc, held_out_acc, threshold)
+        stop = held_out_acc <= bound and (not checks_forget or forget_acc <= bound)
+        return RuleCheck(stop, forget_acc, held_out_acc, bound)
     auc = member_auc(
         F.cross_entropy(forget_logits, sets.forget.labels, reduction="none"),
         F.cross_entropy(held_out_logits, sets.held_out.labels, reduction="none"),
     )
-    n_forget, n_held_out = len(sets.forget), len(sets.held_out)
     band = null_auc_band(n_forget, n_held_out, confidence)
+    # indistinguishable: one-sided stop, two-sided bands: the loop moves both statistics down
+    # from the original's; past the lower edge (over-forgetting) it stops too, and the history
+    # shows it. accuracy: the AUC is recorded, not acted on.
+    stop = forget_acc <= bound and (acc_band is None or auc <= 0.5 + band)
+    return RuleCheck(stop, forget_acc, held_out_acc, bound, auc, band, acc_band)
+
+
+def _accuracy_bound(
+    forget_acc: float,
+    n_forget: int,
+    held_out_acc: float,
+    n_held_out: int,
+    split: ForgetRetainSplit,
+    num_classes: int,
+    *,
+    sample_rule: Literal["accuracy", "indistinguishable"],
+    confidence: float,
+    class_accuracy: float | None,
+) -> tuple[float, float | None]:
+    """The rule's bound on the forget accuracy (the class rule's on both accuracies), and the
+    ``indistinguishable`` rule's accuracy band (None for the other rules): shared by
+    :func:`decide_rule` and :func:`screen_predictions`, so that a screen never disagrees with
+    the rule on where the bound lies."""
+    if split.scenario == "class":
+        return class_bound(num_classes, class_accuracy), None
     if sample_rule == "indistinguishable":
-        # One-sided stop, two-sided bands: the loop moves both statistics down from the
-        # original's; past the lower edge (over-forgetting) it stops too, and the history shows
-        # it.
         acc_band = accuracy_band(forget_acc, n_forget, held_out_acc, n_held_out, confidence)
-        bound = held_out_acc + acc_band
-        stop = forget_acc <= bound and auc <= 0.5 + band
-        return RuleCheck(stop, forget_acc, held_out_acc, bound, auc, band, acc_band)
-    return RuleCheck(forget_acc <= held_out_acc, forget_acc, held_out_acc, held_out_acc, auc, band)
+        return held_out_acc + acc_band, acc_band
+    return held_out_acc, None
 
 
 #: Confidence of a screen's bands (:func:`screen_fails`): wider than a run's rule, so that a
@@ -432,14 +462,17 @@ def screen_predictions(
     forget_acc = float(forget_correct.detach().double().mean())
     held_out_acc = _accuracy(held_out_logits, sets.held_out.labels)
     n_held_out = len(sets.held_out)
-    if split.scenario == "class":
-        bound = class_bound(num_classes, class_accuracy)
-    elif sample_rule == "indistinguishable":
-        bound = held_out_acc + accuracy_band(
-            forget_acc, n_forget, held_out_acc, n_held_out, confidence
-        )
-    else:
-        bound = held_out_acc
+    bound, _ = _accuracy_bound(
+        forget_acc,
+        n_forget,
+        held_out_acc,
+        n_held_out,
+        split,
+        num_classes,
+        sample_rule=sample_rule,
+        confidence=confidence,
+        class_accuracy=class_accuracy,
+    )
     fails = accuracies_fail(
         forget_acc,
         n_forget,
