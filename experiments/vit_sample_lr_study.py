@@ -1,15 +1,15 @@
 """The learning rate of contrastive unlearning's sample default on the ViT of the
 ``vit-fashion-mnist`` bench preset, chosen on the validation split (never the test set).
 
-The sample default (lr 3e-3) was chosen on small_cnn; on the ViT the first grid run lost half its
-accuracy in 4 steps (validation 78% -> 32%) and never met the rule in 80 passes. For each
+The sample default (lr 3e-3) was chosen on small_cnn; on the first grid's ViT (width 128) it
+lost half its accuracy in 4 steps (validation 78% -> 32%) and never met the rule in 80 passes. For each
 learning rate this runs contrastive unlearning of the grid's request (500 random samples, the
 seed's draw) on the grid's original and reports, on the validation split carved from train
 before the original was trained: the accuracy on it against the grid's retrained model's, the
 forget set's accuracy, whether the rule stopped the run, and its seconds.
 
     python experiments/vit_sample_lr_study.py --bench /tmp/vit-fm --seeds 0 --lrs 3e-3 1e-3 5e-4 \
-        --out experiments/results/vit-fashion-mnist/sample-lr-study.md
+        --out experiments/results/vit-fashion-mnist/width128/sample-lr-study.md
 
 ``--bench`` is the grid's output directory (``experiments/vit_fashion_mnist.py --out``) with the
 seed's original and its finished ``samples500/retrain`` cell (whose weights the grid keeps).

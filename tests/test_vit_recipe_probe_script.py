@@ -41,3 +41,10 @@ def test_the_table_reports_the_budget_and_the_train_validation_gap(script: Modul
     assert "| 6000x20 | 5,400 | 20 | 108,000 | 171 | 87.50 | 79.00 (n = 600) | 80.61 | +8.50 |" in (
         text
     )
+
+
+def test_a_model_argument_is_key_equals_integer(script: ModuleType) -> None:
+    assert script.parse_model_arg("embed_dim=64") == ("embed_dim", 64)
+    for bad in ("embed_dim", "embed_dim=", "=64", "embed_dim=6.4", "embed_dim=-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KEY=INT"):
+            script.parse_model_arg(bad)
